@@ -1,0 +1,3 @@
+"""Postroom: a self-hosted email campaign platform."""
+
+__version__ = "0.1.0"

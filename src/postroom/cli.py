@@ -1,0 +1,278 @@
+"""The ``postroom`` command: serve, worker, migrate, workspaces, keys, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from postroom.config import Settings, get_settings
+from postroom.context import AppContext
+from postroom.db import migrate as migrations
+from postroom.errors import PostroomError
+from postroom.logging import configure_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, help="Postroom: self-hosted email campaigns.")
+workspaces_app = typer.Typer(no_args_is_help=True, help="Manage workspaces.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
+secrets_app = typer.Typer(no_args_is_help=True, help="Manage the secret key.")
+app.add_typer(workspaces_app, name="workspaces")
+app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings().resolve_secrets()
+    except PostroomError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _run(settings: Settings, work: Callable[[AppContext], Awaitable[T]]) -> T:
+    async def main() -> T:
+        ctx = AppContext.build(settings)
+        try:
+            return await work(ctx)
+        finally:
+            await ctx.db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except PostroomError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _migrate(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.sqlalchemy_url)
+
+
+@app.command()
+def migrate(revision: str = "head") -> None:
+    """Apply database migrations (serve and worker do this by themselves)."""
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.sqlalchemy_url, revision)
+    console.print(f"database at revision {revision}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (POSTROOM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (POSTROOM_PORT).")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only; run `postroom worker` elsewhere.")
+    ] = False,
+) -> None:
+    """Migrate, create the default workspace on first start, and serve HTTP."""
+    import uvicorn
+
+    from postroom.app import create_app
+    from postroom.bootstrap import bootstrap_if_empty
+
+    settings = _settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    configure_logging(settings.log_level)
+    _migrate(settings)
+    keys = _run(settings, bootstrap_if_empty)
+    if keys is not None:
+        console.print(
+            "[bold]First start: created the 'default' workspace.[/bold] Keys are shown once:"
+        )
+        console.print(f"  admin key (workspaces):        {keys.admin_key}")
+        console.print(f"  workspace key (every scope):   {keys.workspace_key}")
+    backend = settings.sqlalchemy_url.split(":")[0]
+    console.print(f"Postroom on {settings.public_base_url}  (database: {backend})")
+    application = create_app(settings, run_worker=not no_worker)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Concurrent jobs/sends.")] = None,
+) -> None:
+    """Run the scheduler and background workers (scaled-out deployments)."""
+    from postroom.wiring import build_scheduler, register_job_kinds
+    from postroom.worker.loop import Worker
+
+    settings = _settings()
+    if concurrency:
+        settings.worker_concurrency = concurrency
+    configure_logging(settings.log_level)
+    _migrate(settings)
+
+    async def run(ctx: AppContext) -> None:
+        register_job_kinds(ctx)
+        loop_worker = Worker(ctx, ctx.jobs, build_scheduler(ctx))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, loop_worker.stop_event.set)
+        console.print(f"worker started (concurrency {settings.worker_concurrency})")
+        await loop_worker.run_forever()
+
+    _run(settings, run)
+
+
+@workspaces_app.command("create")
+def workspaces_create(name: str) -> None:
+    """Create a workspace; prints a full-scope key as the last line."""
+    from postroom.workspaces.service import WorkspaceService
+
+    settings = _settings()
+    _migrate(settings)
+
+    async def work(ctx: AppContext) -> str:
+        async with ctx.db.transaction() as session:
+            workspace, key = await WorkspaceService(session).create(name, ctx.clock.now())
+            console.print(f"workspace {workspace.name} ({workspace.id})")
+            return key.plaintext
+
+    print(_run(settings, work))
+
+
+@workspaces_app.command("list")
+def workspaces_list() -> None:
+    from postroom.workspaces.repository import WorkspaceRepository
+
+    settings = _settings()
+
+    async def work(ctx: AppContext) -> None:
+        async with ctx.db.transaction() as session:
+            table = Table("id", "name", "created")
+            for row in await WorkspaceRepository(session).page(None, 10_000):
+                table.add_row(str(row.id), row.name, row.created_at.isoformat())
+            console.print(table)
+
+    _run(settings, work)
+
+
+@keys_app.command("create")
+def keys_create(
+    workspace: Annotated[str | None, typer.Option(help="Workspace name.")] = None,
+    scopes: Annotated[str | None, typer.Option(help="Comma-separated scopes; default all.")] = None,
+    public: Annotated[bool, typer.Option("--public", help="A pk_ key (events only).")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An ak_ key (manages workspaces).")
+    ] = False,
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+) -> None:
+    """Create a key; prints it as the last line (shown once)."""
+    from postroom.workspaces.service import WorkspaceService
+
+    if admin == (workspace is not None):
+        err.print("[red]error:[/red] give either --workspace NAME or --admin")
+        raise typer.Exit(2)
+    settings = _settings()
+    _migrate(settings)
+    scope_list = [s.strip() for s in scopes.split(",") if s.strip()] if scopes else None
+
+    async def work(ctx: AppContext) -> str:
+        async with ctx.db.transaction() as session:
+            service = WorkspaceService(session)
+            workspace_id = None if admin else (await service.by_name(workspace or "")).id
+            kind = "admin" if admin else ("public" if public else "secret")
+            issued = await service.issue_key(
+                workspace_id, kind=kind, name=name, scopes=scope_list, now=ctx.clock.now()
+            )
+            console.print(
+                f"key {issued.record.id} ({kind}) scopes: {','.join(issued.record.scopes) or '-'}"
+            )
+            return issued.plaintext
+
+    print(_run(settings, work))
+
+
+@keys_app.command("list")
+def keys_list(
+    workspace: Annotated[
+        str | None, typer.Option(help="Workspace name; default admin keys.")
+    ] = None,
+) -> None:
+    from postroom.workspaces.repository import ApiKeyRepository
+    from postroom.workspaces.service import WorkspaceService
+
+    settings = _settings()
+
+    async def work(ctx: AppContext) -> None:
+        async with ctx.db.transaction() as session:
+            workspace_id = (
+                (await WorkspaceService(session).by_name(workspace)).id if workspace else None
+            )
+            rows = await ApiKeyRepository(session).page(
+                workspace_id, None, 10_000, admin=workspace is None
+            )
+            table = Table("id", "kind", "prefix", "name", "scopes", "last used", "revoked")
+            for row in rows:
+                table.add_row(
+                    str(row.id),
+                    row.kind,
+                    row.prefix + "…",
+                    row.name,
+                    str(len(row.scopes)),
+                    row.last_used_at.isoformat() if row.last_used_at else "-",
+                    row.revoked_at.isoformat() if row.revoked_at else "-",
+                )
+            console.print(table)
+
+    _run(settings, work)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id."""
+    from postroom.workspaces.service import WorkspaceService
+
+    try:
+        parsed = uuid.UUID(key_id)
+    except ValueError:
+        err.print("[red]error:[/red] KEY_ID must be a key id as `postroom keys list` shows")
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def work(ctx: AppContext) -> None:
+        async with ctx.db.transaction() as session:
+            await WorkspaceService(session).revoke_key(parsed, ctx.clock.now(), workspace_id=None)
+        console.print(f"revoked {parsed}")
+
+    _run(settings, work)
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret under the current POSTROOM_SECRET_KEY.
+
+    Set the new key as POSTROOM_SECRET_KEY and the previous one in
+    POSTROOM_OLD_SECRET_KEYS, run this, then keep the old key there for as long as
+    links in mail already sent should keep working (unsubscribe links: forever).
+    """
+    from postroom.security.rotation import rotate_stored_secrets
+
+    settings = _settings()
+    _migrate(settings)
+
+    async def work(ctx: AppContext) -> int:
+        async with ctx.db.transaction() as session:
+            return await rotate_stored_secrets(session, ctx.secret_box)
+
+    count = _run(settings, work)
+    console.print(f"re-encrypted {count} stored secret(s)")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The event log: one vocabulary, written with the change it describes."""

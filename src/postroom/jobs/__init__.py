@@ -1,0 +1,1 @@
+"""Background jobs: a table claimed with leases, run by ``serve`` and ``worker``."""

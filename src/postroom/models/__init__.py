@@ -1,0 +1,17 @@
+"""ORM models, one module per aggregate. Importing this package registers every table
+on ``Base.metadata`` (Alembic and the drift test rely on that)."""
+
+from postroom.models.base import Base
+from postroom.models.platform import Event, IdempotencyRecord, Job, Upload, UploadChunk
+from postroom.models.workspaces import ApiKey, Workspace
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Event",
+    "IdempotencyRecord",
+    "Job",
+    "Upload",
+    "UploadChunk",
+    "Workspace",
+]

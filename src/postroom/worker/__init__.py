@@ -1,0 +1,1 @@
+"""The scheduler and the worker loop shared by ``serve`` and ``worker``."""
