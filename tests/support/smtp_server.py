@@ -63,7 +63,7 @@ class RecordingHandler:
     ) -> str:
         behaviour = self.server.behaviour
         if behaviour.drop_at == "mail":
-            session.transport.close()
+            server.transport.close()
             return "421 closing"
         if behaviour.mail_reply:
             return behaviour.mail_reply
@@ -76,7 +76,7 @@ class RecordingHandler:
     ) -> str:
         behaviour = self.server.behaviour
         if behaviour.drop_at == "rcpt":
-            session.transport.close()
+            server.transport.close()
             return "421 closing"
         reply = behaviour.rcpt_replies.get(address.lower())
         if reply is None and behaviour.rcpt_reply_fn is not None:
@@ -89,7 +89,7 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         behaviour = self.server.behaviour
         if behaviour.drop_at == "data":
-            session.transport.close()
+            server.transport.close()
             return "421 closing"
         if behaviour.data_reply:
             return behaviour.data_reply
@@ -100,7 +100,7 @@ class RecordingHandler:
             self.server.messages.append(message)
         if behaviour.drop_at == "after_data":
             # The message is in, but the client never hears so: an "uncertain" outcome.
-            session.transport.abort()
+            server.transport.abort()
             return "250 never seen"
         return "250 OK queued"
 

@@ -1,7 +1,7 @@
 """Re-encrypt every stored secret under the current key (``postroom secrets rotate``).
 
 Each domain that stores an encrypted column lists it in ``ENCRYPTED_COLUMNS`` as
-(model, primary key attribute, column attribute). Values are read and rewritten in
+(ORM model or Table, primary key column name, secret column name). Values are read and rewritten in
 batches; a value already under the current key is left alone.
 """
 
@@ -31,8 +31,9 @@ async def rotate_stored_secrets(
 ) -> int:
     rotated = 0
     for model, pk_name, column_name in columns if columns is not None else ENCRYPTED_COLUMNS:
-        pk = getattr(model, pk_name)
-        column = getattr(model, column_name)
+        table = getattr(model, "__table__", model)
+        pk = table.c[pk_name]
+        column = table.c[column_name]
         last: Any = None
         while True:
             query = select(pk, column).where(column.is_not(None)).order_by(pk).limit(batch)
@@ -44,7 +45,7 @@ async def rotate_stored_secrets(
             for key, value in rows:
                 if not box.is_current(value):
                     await session.execute(
-                        update(model).where(pk == key).values({column_name: box.rotate(value)})
+                        update(table).where(pk == key).values({column_name: box.rotate(value)})
                     )
                     rotated += 1
             last = rows[-1][0]
