@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+LINTED := src tests $(wildcard bench)
 export POSTROOM_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 .DEFAULT_GOAL := help
@@ -31,8 +32,8 @@ run: $(VENV)/.installed ## Set up and run Postroom on SQLite at http://127.0.0.1
 
 .PHONY: lint
 lint: $(VENV)/.installed-test ## ruff format --check, ruff check, mypy --strict
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/mypy --strict src
 
 .PHONY: postgres
@@ -49,8 +50,8 @@ bench: $(VENV)/.installed-test ## Run every benchmark with --quick
 
 .PHONY: fmt
 fmt: $(VENV)/.installed-test ## Format and autofix
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps ./var)
