@@ -36,7 +36,13 @@ def _diff(url: str) -> list[object]:
     engine = migrate.sync_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_object": migrate.include_object_for(conn.dialect.name),
+                },
+            )
             return list(compare_metadata(context, Base.metadata))
     finally:
         engine.dispose()

@@ -49,6 +49,48 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     ("GET", "/v1/api-keys/{key_id}"): RouteCase("by_id"),
     ("DELETE", "/v1/api-keys/{key_id}"): RouteCase("by_id"),
     ("GET", "/v1/jobs/{job_id}"): RouteCase("by_id"),
+    # contacts
+    ("POST", "/v1/contacts"): RouteCase("create", body={"email": "x@example.com"}),
+    ("GET", "/v1/contacts"): RouteCase("collection"),
+    ("GET", "/v1/contacts/lookup"): RouteCase("create", reason="lookup by key: B's key finds only B's contacts (tested in test_contacts)"),
+    ("POST", "/v1/contacts/bulk"): RouteCase("create", body={"contacts": [{"email": "x@example.com"}]}),
+    ("POST", "/v1/contacts/bulk-delete"): RouteCase("create", reason="ids of other workspaces are reported not_found (tested in test_contacts)"),
+    ("GET", "/v1/contacts/{contact_id}"): RouteCase("by_id"),
+    ("PATCH", "/v1/contacts/{contact_id}"): RouteCase("by_id", body={"first_name": "B"}),
+    ("DELETE", "/v1/contacts/{contact_id}"): RouteCase("by_id"),
+    ("POST", "/v1/contacts/{contact_id}/erase"): RouteCase("by_id"),
+    ("GET", "/v1/contacts/{contact_id}/events"): RouteCase("by_id"),
+    # lists
+    ("POST", "/v1/lists"): RouteCase("create", body={"name": "b-list"}),
+    ("GET", "/v1/lists"): RouteCase("collection"),
+    ("GET", "/v1/lists/{list_id}"): RouteCase("by_id"),
+    ("PATCH", "/v1/lists/{list_id}"): RouteCase("by_id", body={"name": "renamed"}),
+    ("DELETE", "/v1/lists/{list_id}"): RouteCase("by_id"),
+    ("GET", "/v1/lists/{list_id}/subscriptions"): RouteCase("by_id"),
+    ("POST", "/v1/lists/{list_id}/subscribe"): RouteCase("by_id", body={"emails": ["x@example.com"]}),
+    ("POST", "/v1/lists/{list_id}/unsubscribe"): RouteCase("by_id", body={"emails": ["x@example.com"]}),
+    # segments and audiences
+    ("POST", "/v1/segments"): RouteCase("create", body={"name": "s", "filter": {"groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]}}),
+    ("GET", "/v1/segments"): RouteCase("collection"),
+    ("GET", "/v1/segments/{segment_id}"): RouteCase("by_id"),
+    ("PATCH", "/v1/segments/{segment_id}"): RouteCase("by_id", body={"name": "renamed"}),
+    ("DELETE", "/v1/segments/{segment_id}"): RouteCase("by_id"),
+    ("GET", "/v1/segments/{segment_id}/preview"): RouteCase("by_id"),
+    ("POST", "/v1/audiences/preview"): RouteCase("create", reason="lists and segments of other workspaces are 422 not_found (tested in test_segments_api)"),
+    # imports
+    ("POST", "/v1/imports"): RouteCase("create", reason="uploads a file into the caller's workspace; a foreign list_id is a 422 (tested in test_imports)"),
+    ("GET", "/v1/imports"): RouteCase("collection"),
+    ("GET", "/v1/imports/{import_id}"): RouteCase("by_id"),
+    # exports
+    ("POST", "/v1/exports"): RouteCase("create", body={"format": "csv"}),
+    ("GET", "/v1/exports"): RouteCase("collection"),
+    ("GET", "/v1/exports/{export_id}"): RouteCase("by_id"),
+    ("GET", "/v1/exports/{export_id}/download"): RouteCase("by_id"),
+    # suppressions
+    ("POST", "/v1/suppressions"): RouteCase("create", body={"email": "x@example.com"}),
+    ("GET", "/v1/suppressions"): RouteCase("collection"),
+    ("GET", "/v1/suppressions/{email}"): RouteCase("by_id"),
+    ("DELETE", "/v1/suppressions/{email}"): RouteCase("by_id"),
 }
 
 
@@ -70,7 +112,52 @@ async def _workspace(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> s
     return str(a.id)
 
 
+async def _contact(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post("/v1/contacts", headers=a.headers, json={"email": "only-a@example.com"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _list(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post("/v1/lists", headers=a.headers, json={"name": "a-list"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _suppressed_email(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post("/v1/suppressions", headers=a.headers, json={"email": "blocked-in-a@example.com"})
+    assert response.status_code == 201, response.text
+    return "blocked-in-a@example.com"
+
+
+async def _segment(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    body = {"name": "a-seg", "filter": {"groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]}}
+    response = await client.post("/v1/segments", headers=a.headers, json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _import(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post(
+        "/v1/imports", headers={**a.headers, "content-type": "text/csv"}, content=b"email\nimported-a@example.com\n"
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def _export(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post("/v1/exports", headers=a.headers, json={"format": "csv"})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
 PATH_FACTORIES: dict[str, Factory] = {
+    "export_id": _export,
+    "import_id": _import,
+    "segment_id": _segment,
+    "contact_id": _contact,
+    "list_id": _list,
+    "email": _suppressed_email,
     "key_id": _key,
     "job_id": _job,
     "workspace_id": _workspace,

@@ -7,6 +7,7 @@ mode); that keeps Alembic's own machinery simple and they run once at start-up.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -33,6 +34,18 @@ def sync_engine(url: str) -> Engine:
             cursor.close()
 
     return engine
+
+
+def include_object_for(dialect_name: str) -> Any:
+    """Autogenerate/compare filter: skip schema objects limited to another dialect
+    (``Index(...).ddl_if(dialect="postgresql")``)."""
+
+    def include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        target = getattr(condition, "dialect", None) if condition is not None else None
+        return not target or target == dialect_name
+
+    return include_object
 
 
 def alembic_config(url: str) -> Config:

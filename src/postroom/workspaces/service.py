@@ -41,6 +41,9 @@ class WorkspaceService:
             raise Conflict(f"a workspace named '{name}' already exists")
         workspace = Workspace(id=uuid7(), name=name, created_at=now, updated_at=now)
         await self.workspaces.add(workspace)
+        from postroom.contacts.lists_service import ListService
+
+        await ListService(self.session, workspace.id, now).ensure_default()
         key = await self.issue_key(
             workspace.id, kind="secret", name="initial", scopes=None, now=now
         )

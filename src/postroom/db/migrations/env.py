@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import postroom.models  # noqa: F401  (registers every table)
-from postroom.db.migrate import sync_engine
+from postroom.db.migrate import include_object_for, sync_engine
 from postroom.models.base import Base
 
 config = context.config
@@ -22,6 +22,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=include_object_for(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

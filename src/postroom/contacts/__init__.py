@@ -1,0 +1,1 @@
+"""Contacts: fields and their validation, import and export, lists, segments, suppression."""
