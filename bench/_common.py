@@ -18,7 +18,9 @@ from postroom.context import AppContext
 from postroom.db import migrate
 from postroom.workspaces.service import WorkspaceService
 
-PG_ADMIN_URL = os.environ.get("POSTROOM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "POSTROOM_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 SECRET = "bench-secret-" + "x" * 40
 
 

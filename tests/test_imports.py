@@ -36,8 +36,12 @@ async def _run_jobs(ctx: AppContext) -> None:
         pass
 
 
-async def test_import_with_bad_rows(client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle) -> None:
-    news = (await client.post("/v1/lists", headers=workspace.headers, json={"name": "Imported"})).json()
+async def test_import_with_bad_rows(
+    client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle
+) -> None:
+    news = (
+        await client.post("/v1/lists", headers=workspace.headers, json={"name": "Imported"})
+    ).json()
     response = await client.post(
         "/v1/imports",
         headers={**workspace.headers, "content-type": "text/csv"},
@@ -47,13 +51,17 @@ async def test_import_with_bad_rows(client: httpx.AsyncClient, ctx: AppContext, 
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "queued"
     await _run_jobs(ctx)
-    result = (await client.get(f"/v1/imports/{response.json()['id']}", headers=workspace.headers)).json()
+    result = (
+        await client.get(f"/v1/imports/{response.json()['id']}", headers=workspace.headers)
+    ).json()
     assert result["status"] == "completed", result
     bad_lines = [e["line"] for e in result["errors"]]
     assert bad_lines == [3, 5, 6, 7, 8, 9], result["errors"]
     assert (result["created"], result["updated"], result["failed"]) == (3, 1, 6)
     assert result["processed"] == 10
-    contacts = (await client.get("/v1/contacts", headers=workspace.headers, params={"limit": 100})).json()["data"]
+    contacts = (
+        await client.get("/v1/contacts", headers=workspace.headers, params={"limit": 100})
+    ).json()["data"]
     by_email = {c["email"].lower(): c for c in contacts}
     assert set(by_email) == {"good1@example.com", "good2@example.com", "good6@example.com"}
     assert by_email["good1@example.com"]["first_name"] == "Ann Again"
@@ -64,24 +72,45 @@ async def test_import_with_bad_rows(client: httpx.AsyncClient, ctx: AppContext, 
     assert members["subscriber_count"] == len(by_email)
 
 
-async def test_import_json_and_jsonl(client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle) -> None:
-    array = [{"email": "j1@example.com", "data": {"plan": "pro"}}, {"email": "nope"}, {"email": "j2@example.com", "tier": 2}]
-    first = await client.post("/v1/imports", headers=workspace.headers, content=json.dumps(array).encode(), params={"format": "json"})
+async def test_import_json_and_jsonl(
+    client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle
+) -> None:
+    array = [
+        {"email": "j1@example.com", "data": {"plan": "pro"}},
+        {"email": "nope"},
+        {"email": "j2@example.com", "tier": 2},
+    ]
+    first = await client.post(
+        "/v1/imports",
+        headers=workspace.headers,
+        content=json.dumps(array).encode(),
+        params={"format": "json"},
+    )
     lines = b'{"email": "l1@example.com"}\n{"email": 5}\n{"email": "l2@example.com", "first_name": "L"}\n'
-    second = await client.post("/v1/imports", headers={**workspace.headers, "content-type": "application/x-ndjson"}, content=lines)
+    second = await client.post(
+        "/v1/imports",
+        headers={**workspace.headers, "content-type": "application/x-ndjson"},
+        content=lines,
+    )
     await _run_jobs(ctx)
     a = (await client.get(f"/v1/imports/{first.json()['id']}", headers=workspace.headers)).json()
     b = (await client.get(f"/v1/imports/{second.json()['id']}", headers=workspace.headers)).json()
     assert (a["created"], a["failed"]) == (2, 1)
     assert (b["created"], b["failed"]) == (2, 1)
     assert [e["line"] for e in b["errors"]] == [2]
-    j2 = (await client.get("/v1/contacts/lookup", headers=workspace.headers, params={"email": "j2@example.com"})).json()
+    j2 = (
+        await client.get(
+            "/v1/contacts/lookup", headers=workspace.headers, params={"email": "j2@example.com"}
+        )
+    ).json()
     assert j2["attributes"] == {"tier": 2}
     listing = (await client.get("/v1/imports", headers=workspace.headers)).json()["data"]
     assert [i["id"] for i in listing] == [second.json()["id"], first.json()["id"]]
 
 
-async def test_multipart_upload_and_mapping(client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle) -> None:
+async def test_multipart_upload_and_mapping(
+    client: httpx.AsyncClient, ctx: AppContext, workspace: WorkspaceHandle
+) -> None:
     csv = b"Mail;Vorname\nm1@example.com;Max\n"
     response = await client.post(
         "/v1/imports",
@@ -91,18 +120,35 @@ async def test_multipart_upload_and_mapping(client: httpx.AsyncClient, ctx: AppC
     )
     assert response.status_code == 202, response.text
     await _run_jobs(ctx)
-    m1 = (await client.get("/v1/contacts/lookup", headers=workspace.headers, params={"email": "m1@example.com"})).json()
+    m1 = (
+        await client.get(
+            "/v1/contacts/lookup", headers=workspace.headers, params={"email": "m1@example.com"}
+        )
+    ).json()
     assert m1["first_name"] == "Max"
 
 
-async def test_import_refusals(client: httpx.AsyncClient, workspace: WorkspaceHandle, make_workspace: MakeWorkspace) -> None:
+async def test_import_refusals(
+    client: httpx.AsyncClient, workspace: WorkspaceHandle, make_workspace: MakeWorkspace
+) -> None:
     other = await make_workspace("other")
     foreign_list = (await client.get("/v1/lists", headers=other.headers)).json()["data"][0]["id"]
     problem = assert_problem(
-        await client.post("/v1/imports", headers=workspace.headers, params={"list_id": foreign_list}, content=b"email\na@example.com\n"), 422
+        await client.post(
+            "/v1/imports",
+            headers=workspace.headers,
+            params={"list_id": foreign_list},
+            content=b"email\na@example.com\n",
+        ),
+        422,
     )
     assert problem["errors"][0]["field"] == "list_id"  # type: ignore[index]
     assert_problem(await client.post("/v1/imports", headers=workspace.headers, content=b""), 422)
-    assert_problem(await client.post("/v1/imports", headers=workspace.headers, params={"mapping": "[1]"}, content=b"email\n"), 422)
+    assert_problem(
+        await client.post(
+            "/v1/imports", headers=workspace.headers, params={"mapping": "[1]"}, content=b"email\n"
+        ),
+        422,
+    )
     narrow = {"Authorization": workspace.headers["Authorization"]}
     assert (await client.get("/v1/imports", headers=narrow)).status_code == 200

@@ -52,9 +52,15 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     # contacts
     ("POST", "/v1/contacts"): RouteCase("create", body={"email": "x@example.com"}),
     ("GET", "/v1/contacts"): RouteCase("collection"),
-    ("GET", "/v1/contacts/lookup"): RouteCase("create", reason="lookup by key: B's key finds only B's contacts (tested in test_contacts)"),
-    ("POST", "/v1/contacts/bulk"): RouteCase("create", body={"contacts": [{"email": "x@example.com"}]}),
-    ("POST", "/v1/contacts/bulk-delete"): RouteCase("create", reason="ids of other workspaces are reported not_found (tested in test_contacts)"),
+    ("GET", "/v1/contacts/lookup"): RouteCase(
+        "create", reason="lookup by key: B's key finds only B's contacts (tested in test_contacts)"
+    ),
+    ("POST", "/v1/contacts/bulk"): RouteCase(
+        "create", body={"contacts": [{"email": "x@example.com"}]}
+    ),
+    ("POST", "/v1/contacts/bulk-delete"): RouteCase(
+        "create", reason="ids of other workspaces are reported not_found (tested in test_contacts)"
+    ),
     ("GET", "/v1/contacts/{contact_id}"): RouteCase("by_id"),
     ("PATCH", "/v1/contacts/{contact_id}"): RouteCase("by_id", body={"first_name": "B"}),
     ("DELETE", "/v1/contacts/{contact_id}"): RouteCase("by_id"),
@@ -67,18 +73,36 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     ("PATCH", "/v1/lists/{list_id}"): RouteCase("by_id", body={"name": "renamed"}),
     ("DELETE", "/v1/lists/{list_id}"): RouteCase("by_id"),
     ("GET", "/v1/lists/{list_id}/subscriptions"): RouteCase("by_id"),
-    ("POST", "/v1/lists/{list_id}/subscribe"): RouteCase("by_id", body={"emails": ["x@example.com"]}),
-    ("POST", "/v1/lists/{list_id}/unsubscribe"): RouteCase("by_id", body={"emails": ["x@example.com"]}),
+    ("POST", "/v1/lists/{list_id}/subscribe"): RouteCase(
+        "by_id", body={"emails": ["x@example.com"]}
+    ),
+    ("POST", "/v1/lists/{list_id}/unsubscribe"): RouteCase(
+        "by_id", body={"emails": ["x@example.com"]}
+    ),
     # segments and audiences
-    ("POST", "/v1/segments"): RouteCase("create", body={"name": "s", "filter": {"groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]}}),
+    ("POST", "/v1/segments"): RouteCase(
+        "create",
+        body={
+            "name": "s",
+            "filter": {
+                "groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]
+            },
+        },
+    ),
     ("GET", "/v1/segments"): RouteCase("collection"),
     ("GET", "/v1/segments/{segment_id}"): RouteCase("by_id"),
     ("PATCH", "/v1/segments/{segment_id}"): RouteCase("by_id", body={"name": "renamed"}),
     ("DELETE", "/v1/segments/{segment_id}"): RouteCase("by_id"),
     ("GET", "/v1/segments/{segment_id}/preview"): RouteCase("by_id"),
-    ("POST", "/v1/audiences/preview"): RouteCase("create", reason="lists and segments of other workspaces are 422 not_found (tested in test_segments_api)"),
+    ("POST", "/v1/audiences/preview"): RouteCase(
+        "create",
+        reason="lists and segments of other workspaces are 422 not_found (tested in test_segments_api)",
+    ),
     # imports
-    ("POST", "/v1/imports"): RouteCase("create", reason="uploads a file into the caller's workspace; a foreign list_id is a 422 (tested in test_imports)"),
+    ("POST", "/v1/imports"): RouteCase(
+        "create",
+        reason="uploads a file into the caller's workspace; a foreign list_id is a 422 (tested in test_imports)",
+    ),
     ("GET", "/v1/imports"): RouteCase("collection"),
     ("GET", "/v1/imports/{import_id}"): RouteCase("by_id"),
     # exports
@@ -113,7 +137,9 @@ async def _workspace(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> s
 
 
 async def _contact(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
-    response = await client.post("/v1/contacts", headers=a.headers, json={"email": "only-a@example.com"})
+    response = await client.post(
+        "/v1/contacts", headers=a.headers, json={"email": "only-a@example.com"}
+    )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -125,13 +151,20 @@ async def _list(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
 
 
 async def _suppressed_email(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
-    response = await client.post("/v1/suppressions", headers=a.headers, json={"email": "blocked-in-a@example.com"})
+    response = await client.post(
+        "/v1/suppressions", headers=a.headers, json={"email": "blocked-in-a@example.com"}
+    )
     assert response.status_code == 201, response.text
     return "blocked-in-a@example.com"
 
 
 async def _segment(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
-    body = {"name": "a-seg", "filter": {"groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]}}
+    body = {
+        "name": "a-seg",
+        "filter": {
+            "groups": [{"filters": [{"field": "email", "operator": "contains", "value": "@"}]}]
+        },
+    }
     response = await client.post("/v1/segments", headers=a.headers, json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -139,7 +172,9 @@ async def _segment(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str
 
 async def _import(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
     response = await client.post(
-        "/v1/imports", headers={**a.headers, "content-type": "text/csv"}, content=b"email\nimported-a@example.com\n"
+        "/v1/imports",
+        headers={**a.headers, "content-type": "text/csv"},
+        content=b"email\nimported-a@example.com\n",
     )
     assert response.status_code == 202, response.text
     return str(response.json()["id"])

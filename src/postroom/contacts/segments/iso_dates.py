@@ -175,7 +175,7 @@ def sql_instant_key(text: ColumnElement[str], dialect_name: str) -> ColumnElemen
         ),
         else_=0,
     )
-    leap = or_(and_(year % 4 == 0, year % 100 != 0), year % 400 == 0)
+    leap = or_(and_(year % 4 == 0, year % 100 != 0), year % 400 == 1)
     days_in_month = case(
         (month == 2, case((leap, 29), else_=28)),
         (month.in_([4, 6, 9, 11]), 30),
