@@ -3,11 +3,11 @@
 It records every accepted message, and can be told to answer chosen codes for chosen
 recipients or commands, or to drop the connection at a chosen point:
 
-    smtp.rcpt_replies["bad@example.com"] = "550 5.1.1 no such user"
-    smtp.mail_reply = "421 4.3.2 shutting down"
-    smtp.data_reply = "451 4.3.0 try later"
-    smtp.drop_at = "rcpt" | "data" | "after_data"
-    smtp.auth_reply_fail = True          # every AUTH answers 535
+    smtp.behaviour.rcpt_replies["bad@example.com"] = "550 5.1.1 no such user"
+    smtp.behaviour.mail_reply = "421 4.3.2 shutting down"
+    smtp.behaviour.data_reply = "451 4.3.0 try later"
+    smtp.behaviour.drop_at = "rcpt" | "data" | "after_data"
+    smtp.behaviour.auth_fail = True       # every AUTH answers 535
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Turning a rendered message into signed bytes ready for SMTP."""
