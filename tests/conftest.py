@@ -70,7 +70,7 @@ def make_settings(db_url: str, data_dir: Path, **overrides: object) -> Settings:
         "data_dir": data_dir,
         "secret_key": TEST_SECRET,
         "env": "development",
-        "base_url": "http://postroom.test",
+        "base_url": "https://postroom.test",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

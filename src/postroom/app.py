@@ -31,6 +31,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker: Worker | None = None
+        context.engagement.start()
         if run_worker:
             worker = Worker(context, context.jobs, build_scheduler(context))
             worker.start()
@@ -39,6 +40,7 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            await context.engagement.stop()
             if ctx is None:
                 await context.db.dispose()
 

@@ -7,7 +7,7 @@ import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from postroom.context import AppContext
 from postroom.db import migrate as migrations
 from postroom.errors import NotFound, PostroomError
 from postroom.logging import configure_logging
+
+if TYPE_CHECKING:
+    from postroom.domains.service import DomainService, DomainView
 
 T = TypeVar("T")
 
@@ -390,6 +393,105 @@ def secrets_rotate() -> None:
 
     count = _run(settings, work)
     console.print(f"re-encrypted {count} stored secret(s)")
+
+
+# --- sending domains and DKIM -------------------------------------------------------------
+
+domains_app = typer.Typer(no_args_is_help=True, help="Manage sending domains.")
+dkim_app = typer.Typer(no_args_is_help=True, help="Manage DKIM keys of sending domains.")
+app.add_typer(domains_app, name="domains")
+app.add_typer(dkim_app, name="dkim")
+
+SelectorOption = Annotated[
+    str | None, typer.Option(help="DKIM selector; default pr + year and month (pr202611).")
+]
+BitsOption = Annotated[int, typer.Option(help="RSA key size: 1024, 2048, 3072 or 4096.")]
+
+
+def _check_bits(bits: int) -> None:
+    if bits not in (1024, 2048, 3072, 4096):
+        err.print("[red]error:[/red] --bits must be 1024, 2048, 3072 or 4096")
+        raise typer.Exit(2)
+
+
+def _print_dns_records(view: DomainView) -> None:
+    """Plain print, not rich: the values must copy and paste without wrapping."""
+    row = view.domain
+    print(f"domain {row.domain} ({row.id}): publish these DNS records")
+    for record, _status in view.records:
+        label = record.purpose.upper().replace("_", "-")
+        if record.selector:
+            active = view.active_key
+            signing = active is not None and active.selector == record.selector
+            label += (
+                f" (selector {record.selector}{', signing' if signing else ', not signing yet'})"
+            )
+        print()
+        print(label)
+        print(f"  type:  {record.type}")
+        print(f"  name:  {record.name}")
+        print(f"  value: {record.value}")
+        if len(record.chunks) > 1:
+            print("  as 255-character strings: " + " ".join(f'"{c}"' for c in record.chunks))
+
+
+def _domain_command(
+    workspace: str, work: Callable[[DomainService], Awaitable[DomainView]]
+) -> DomainView:
+    from postroom.domains.service import DomainService
+    from postroom.workspaces.service import WorkspaceService
+
+    settings = _settings()
+    _migrate(settings)
+
+    async def run(ctx: AppContext) -> DomainView:
+        async with ctx.db.transaction() as session:
+            workspace_id = (await WorkspaceService(session).by_name(workspace)).id
+            service = DomainService(
+                session,
+                workspace_id,
+                ctx.clock.now(),
+                ctx.secret_box,
+                settings.effective_bounce_domain,
+            )
+            return await work(service)
+
+    return _run(settings, run)
+
+
+@domains_app.command("add")
+def domains_add(
+    domain: str,
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    selector: SelectorOption = None,
+    bits: BitsOption = 2048,
+) -> None:
+    """Add a sending domain with a new DKIM key and print the DNS records to publish."""
+    _check_bits(bits)
+
+    async def work(service: DomainService) -> DomainView:
+        return await service.view(await service.create(domain, selector, bits))
+
+    _print_dns_records(_domain_command(workspace, work))
+
+
+@dkim_app.command("generate")
+def dkim_generate(
+    domain: str,
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    selector: SelectorOption = None,
+    bits: BitsOption = 2048,
+) -> None:
+    """Generate a new DKIM key for a domain (rotation) and print the DNS records. The new
+    key signs once `POST /v1/domains/{id}/check` has seen its record."""
+    _check_bits(bits)
+
+    async def work(service: DomainService) -> DomainView:
+        row = await service.by_name(domain)
+        await service.add_key(row.id, selector, bits)
+        return await service.view(row)
+
+    _print_dns_records(_domain_command(workspace, work))
 
 
 def main() -> None:

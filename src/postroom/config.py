@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(120, ge=5)
     job_max_attempts: int = Field(5, ge=1)
 
+    # Delivery: retries back off exponentially from the base, capped, until the lifetime
+    # (counted from when the delivery was queued) runs out and the delivery fails.
+    delivery_retry_base_seconds: int = Field(60, ge=1)
+    delivery_retry_max_seconds: int = Field(6 * 3600, ge=1)
+    delivery_lifetime_hours: int = Field(72, ge=1)
+    # A relay that fails itself (auth, refused connection, 421) rests this long.
+    relay_pause_seconds: int = Field(60, ge=1)
+    smtp_max_connections: int = Field(4, ge=1, le=200)
+    smtp_messages_per_connection: int = Field(100, ge=1)
+
     # HTTP.
     idempotency_ttl_hours: int = Field(24, ge=1)
     db_pool_size: int = Field(10, ge=1)

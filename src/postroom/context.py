@@ -14,6 +14,7 @@ from postroom.db.engine import Database, create_engine
 from postroom.jobs.registry import JobRegistry
 from postroom.security.secret_box import SecretBox
 from postroom.security.tokens import TokenSigner
+from postroom.tracking.buffer import EngagementBuffer
 
 
 @dataclass
@@ -24,6 +25,7 @@ class AppContext:
     secret_box: SecretBox
     jobs: JobRegistry = field(default_factory=JobRegistry)
     _signers: dict[str, TokenSigner] = field(default_factory=dict)
+    _engagement: EngagementBuffer | None = None
 
     def signer(self, purpose: str) -> TokenSigner:
         signer = self._signers.get(purpose)
@@ -31,6 +33,13 @@ class AppContext:
             signer = TokenSigner(self.settings.signing_keys, purpose)
             self._signers[purpose] = signer
         return signer
+
+    @property
+    def engagement(self) -> EngagementBuffer:
+        """The opens/clicks buffer of this process (flushed every second)."""
+        if self._engagement is None:
+            self._engagement = EngagementBuffer(self.db)
+        return self._engagement
 
     @classmethod
     def build(

@@ -1,26 +1,50 @@
 """Time-ordered identifiers (UUIDv7, RFC 9562).
 
 Python 3.11 has no ``uuid.uuid7``; the layout is small enough to write here: 48 bits of
-Unix milliseconds, the version and variant bits, and 74 random bits. Ids created in the
-same millisecond are not strictly ordered among themselves, which nothing relies on.
+Unix milliseconds, the version and variant bits, a 12-bit sequence and 62 random bits.
+Within one process ids are strictly increasing (RFC 9562 §6.2, method 1: the 12-bit field
+counts up inside a millisecond, and a full counter borrows the next millisecond), so
+ordering by id is ordering by creation; across processes they are ordered to the
+millisecond.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
+
+_lock = threading.Lock()
+_last_ms = 0
+_sequence = 0
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
     """A new UUIDv7; ``now_ms`` overrides the timestamp (tests, backfills)."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    global _last_ms, _sequence
+    rand = int.from_bytes(os.urandom(8), "big")
+    if now_ms is None:
+        with _lock:
+            ms = int(time.time() * 1000)
+            if ms <= _last_ms:
+                ms = _last_ms
+                _sequence += 1
+                if _sequence > 0xFFF:
+                    ms += 1
+                    _sequence = 0
+            else:
+                _sequence = rand >> 52  # a random start leaves room to count up
+                _sequence &= 0x7FF
+            _last_ms = ms
+            sequence = _sequence
+    else:
+        ms, sequence = now_ms, rand >> 52
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a
+    value |= (sequence & 0xFFF) << 64
     value |= 0b10 << 62  # variant
-    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF
     return uuid.UUID(int=value)
 
 

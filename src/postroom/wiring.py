@@ -3,10 +3,18 @@ own here; nothing registers itself by import side effects alone."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 
 from postroom.context import AppContext
-from postroom.worker.scheduler import CORE_TASKS, Scheduler
+from postroom.worker.scheduler import CORE_TASKS, Scheduler, TickTask
+
+if TYPE_CHECKING:
+    from postroom.delivery.engine import DeliveryEngine
 
 
 def routers() -> list[APIRouter]:
@@ -19,7 +27,11 @@ def routers() -> list[APIRouter]:
         segments_api,
         suppressions_api,
     )
+    from postroom.domains import api as domains_api
     from postroom.jobs import api as jobs_api
+    from postroom.messages import api as messages_api
+    from postroom.templates import api as templates_api
+    from postroom.tracking import api as tracking_api
     from postroom.workspaces import api as workspaces_api
 
     return [
@@ -32,6 +44,10 @@ def routers() -> list[APIRouter]:
         segments_api.router,
         imports_api.router,
         exports_api.router,
+        tracking_api.router,
+        templates_api.router,
+        domains_api.router,
+        messages_api.router,
     ]
 
 
@@ -46,4 +62,23 @@ def register_job_kinds(ctx: AppContext) -> None:
 
 
 def build_scheduler(ctx: AppContext) -> Scheduler:
-    return Scheduler(ctx, CORE_TASKS)
+    from postroom.delivery.engine import reclaim_deliveries
+
+    return Scheduler(ctx, (*CORE_TASKS, TickTask("reclaim_deliveries", reclaim_deliveries)))
+
+
+def build_delivery_engine(ctx: AppContext) -> DeliveryEngine:
+    """The sender of this process: the instance's transport (``POSTROOM_SMTP_URL``, else
+    the Maildir capture), ``worker_concurrency`` batches in flight."""
+    from postroom.delivery.engine import DeliveryEngine
+    from postroom.delivery.transports import SingleTransport, instance_transport
+
+    settings = ctx.settings
+    owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return DeliveryEngine(
+        ctx,
+        SingleTransport(instance_transport(settings)),
+        owner=owner,
+        batch_size=settings.worker_claim_batch,
+        concurrency=settings.worker_concurrency,
+    )

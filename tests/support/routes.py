@@ -110,6 +110,16 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     ("GET", "/v1/exports"): RouteCase("collection"),
     ("GET", "/v1/exports/{export_id}"): RouteCase("by_id"),
     ("GET", "/v1/exports/{export_id}/download"): RouteCase("by_id"),
+    # public links in mail (tracking, unsubscribe, preferences, view)
+    ("GET", "/t/o/{token}"): RouteCase("public", reason="open pixel; signed token"),
+    ("GET", "/t/c/{token}"): RouteCase("public", reason="click redirect; signed token"),
+    ("GET", "/u/{token}"): RouteCase("public", reason="unsubscribe page; signed token"),
+    ("POST", "/u/{token}"): RouteCase(
+        "public", reason="RFC 8058 one-click unsubscribe; signed token"
+    ),
+    ("GET", "/p/{token}"): RouteCase("public", reason="preferences page; signed token"),
+    ("POST", "/p/{token}"): RouteCase("public", reason="preferences change; signed token"),
+    ("GET", "/v/{token}"): RouteCase("public", reason="view in browser; signed token"),
     # suppressions
     ("POST", "/v1/suppressions"): RouteCase("create", body={"email": "x@example.com"}),
     ("GET", "/v1/suppressions"): RouteCase("collection"),
@@ -197,3 +207,101 @@ PATH_FACTORIES: dict[str, Factory] = {
     "job_id": _job,
     "workspace_id": _workspace,
 }
+
+
+# --- templates and sending domains ----------------------------------------------------------
+
+_NO_SUCH_ID = "00000000-0000-7000-8000-000000000000"
+_TEMPLATES = "/v1/templates/{template_id}"
+_VERSION = _TEMPLATES + "/versions/{version_id}"
+
+ROUTES.update(
+    {
+        ("POST", "/v1/templates"): RouteCase("create", body={"name": "b-template"}),
+        ("GET", "/v1/templates"): RouteCase("collection"),
+        ("GET", _TEMPLATES): RouteCase("by_id"),
+        ("PATCH", _TEMPLATES): RouteCase("by_id", body={"name": "renamed"}),
+        ("DELETE", _TEMPLATES): RouteCase("by_id"),
+        ("POST", _TEMPLATES + "/versions"): RouteCase(
+            "by_id", body={"subject": "s", "html": "<p>b</p>"}
+        ),
+        ("GET", _TEMPLATES + "/versions"): RouteCase("by_id"),
+        ("POST", _TEMPLATES + "/rollback"): RouteCase("by_id", body={"version_id": _NO_SUCH_ID}),
+        ("GET", _VERSION): RouteCase("by_id"),
+        ("PATCH", _VERSION): RouteCase("by_id", body={"subject": "changed"}),
+        ("POST", _VERSION + "/publish"): RouteCase("by_id"),
+        ("POST", _VERSION + "/unpublish"): RouteCase("by_id"),
+        ("POST", _VERSION + "/preview"): RouteCase("by_id", body={"data": {}}),
+        ("GET", _VERSION + "/diff"): RouteCase("by_id", params={"against": _NO_SUCH_ID}),
+        ("POST", "/v1/domains"): RouteCase("create", body={"domain": "b.example.com"}),
+        ("GET", "/v1/domains"): RouteCase("collection"),
+        ("GET", "/v1/domains/{domain_id}"): RouteCase("by_id"),
+        ("DELETE", "/v1/domains/{domain_id}"): RouteCase("by_id"),
+        ("POST", "/v1/domains/{domain_id}/check"): RouteCase("by_id"),
+        ("POST", "/v1/domains/{domain_id}/dkim-keys"): RouteCase("by_id", body={"bits": 1024}),
+    }
+)
+
+
+async def _template(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    listing = await client.get("/v1/templates", headers=a.headers)
+    for row in listing.json()["data"]:
+        if row["name"] == "a-template":
+            return str(row["id"])
+    response = await client.post("/v1/templates", headers=a.headers, json={"name": "a-template"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _template_version(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    template_id = await _template(client, ctx, a)
+    response = await client.post(
+        f"/v1/templates/{template_id}/versions",
+        headers=a.headers,
+        json={"subject": "Hello", "html": "<p>only in A</p>"},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _domain(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post(
+        "/v1/domains", headers=a.headers, json={"domain": "a.example.com", "bits": 1024}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+PATH_FACTORIES.update(
+    {"template_id": _template, "version_id": _template_version, "domain_id": _domain}
+)
+
+
+# --- transactional messages ------------------------------------------------------------------
+
+_MESSAGE_BODY = {
+    "to": "someone@example.com",
+    "from": {"email": "app@example.com"},
+    "subject": "Hi",
+    "text": "Hello",
+}
+
+ROUTES.update(
+    {
+        ("POST", "/v1/messages"): RouteCase(
+            "create",
+            body=_MESSAGE_BODY,
+            reason="template ids of other workspaces are 422 not_found (tested in test_messages)",
+        ),
+        ("GET", "/v1/messages/{message_id}"): RouteCase("by_id"),
+    }
+)
+
+
+async def _message(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str:
+    response = await client.post("/v1/messages", headers=a.headers, json=_MESSAGE_BODY)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+PATH_FACTORIES.update({"message_id": _message})

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.support.smtp_server import RecordingHandler, TestSmtpServer, free_port
 
 from postroom.delivery.outcomes import OutcomeKind
 from postroom.delivery.relay_url import parse_relay_url
 from postroom.delivery.smtp_pool import SmtpRelayPool, WeightedRelayChooser, wire_payload
 from postroom.delivery.transport import Envelope, SendResult
+from tests.support.smtp_server import RecordingHandler, TestSmtpServer, free_port
 
 MESSAGE = (
     b"From: News <news@sender.example>\r\nTo: someone@example.com\r\nSubject: Hello\r\n"

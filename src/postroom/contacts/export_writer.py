@@ -63,8 +63,11 @@ def neutralise_cell(value: str) -> str:
     return value
 
 
-def attribute_column_header(key: str) -> str:
-    """The CSV header for attribute ``key`` that the importer reads back as that attribute."""
+def attribute_column_header(key: str, kind_hint: str | None = None) -> str:
+    """The CSV header for attribute ``key`` that the importer reads back as that attribute;
+    ``kind_hint`` (``number``, ``boolean``) types the column so values keep their JSON type."""
+    if kind_hint in ("number", "boolean"):
+        return f"{key}:{kind_hint}"
     _name, kind = split_type_hint(key)
     if kind is None and canonical_key(key) is None:
         return key
@@ -114,13 +117,19 @@ def _csv_cell(value: object) -> str:
 class _CsvEncoder:
     """Rows into a text buffer through the C csv writer; :meth:`take` drains it as bytes."""
 
-    def __init__(self, attribute_keys: Sequence[str], bom: bool) -> None:
+    def __init__(
+        self, attribute_keys: Sequence[str], bom: bool, types: Mapping[str, str] | None = None
+    ) -> None:
         self._keys = tuple(attribute_keys)
+        types = types or {}
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
         if bom:
             self._buffer.write("\ufeff")
-        header = [*EXPORT_COLUMNS, *map(attribute_column_header, self._keys)]
+        header = [
+            *EXPORT_COLUMNS,
+            *(attribute_column_header(key, types.get(key)) for key in self._keys),
+        ]
         self._writer.writerow([neutralise_cell(name) for name in header])
 
     def write(self, row: Mapping[str, object]) -> None:
@@ -171,10 +180,16 @@ def csv_export_chunks(
 
 
 async def csv_export_chunks_async(
-    rows: AsyncIterable[Mapping[str, object]], attribute_keys: Sequence[str], *, bom: bool = False
+    rows: AsyncIterable[Mapping[str, object]],
+    attribute_keys: Sequence[str],
+    *,
+    bom: bool = False,
+    attribute_types: Mapping[str, str] | None = None,
 ) -> AsyncIterator[bytes]:
-    """:func:`csv_export_chunks` over an async source (a streamed database query)."""
-    encoder = _CsvEncoder(attribute_keys, bom)
+    """:func:`csv_export_chunks` over an async source (a streamed database query).
+    ``attribute_types`` maps keys whose values all share a JSON type (``number``,
+    ``boolean``) to it, so the re-import gives numbers and booleans back, not text."""
+    encoder = _CsvEncoder(attribute_keys, bom, attribute_types)
     async for row in rows:
         encoder.write(row)
         if (chunk := encoder.take()) is not None:

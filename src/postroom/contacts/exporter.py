@@ -27,6 +27,15 @@ from postroom.context import AppContext
 from postroom.models.contacts import Contact, Subscription
 
 PAGE_SIZE = 5000
+# JSON value types as jsonb_typeof (PostgreSQL) and json_each.type (SQLite) name them.
+JSON_KINDS = {
+    "number": "number",
+    "integer": "number",
+    "real": "number",
+    "boolean": "boolean",
+    "true": "boolean",
+    "false": "boolean",
+}
 ExportFormat = Literal["csv", "jsonl"]
 Sink = Callable[[bytes], Awaitable[None]]
 _COLUMNS = [getattr(Contact, name) for name in EXPORT_COLUMNS]
@@ -65,24 +74,32 @@ class ContactExporter:
         self.where = selection.where(workspace_id, ctx)
         self.rows = 0
 
-    async def attribute_keys(self) -> list[str]:
-        """Every attribute key in use (one pass, in SQL), for the CSV header."""
+    async def attribute_types(self) -> dict[str, str | None]:
+        """Every attribute key in use with the one JSON type all its values share
+        (``number`` / ``boolean``), or ``None`` when mixed or text: one pass, in SQL."""
         async with self.ctx.db.read_sessions() as session:
             if self.ctx.db.dialect == "postgresql":
-                keys = select(func.jsonb_object_keys(Contact.attributes).label("key")).where(
-                    self.where
-                )
+                each = func.jsonb_each(Contact.attributes).table_valued("key", "value")
+                kind: ColumnElement[Any] = func.jsonb_typeof(each.c.value)
             else:
-                each = func.json_each(Contact.attributes).table_valued("key")
-                keys = (
-                    select(each.c.key)
-                    .select_from(Contact)
-                    .join(each, text("1 = 1"))
-                    .where(self.where)
-                )
-            sub = keys.subquery()
-            result = await session.execute(select(sub.c.key).distinct().order_by(sub.c.key))
-            return [str(key) for key in result.scalars()]
+                each = func.json_each(Contact.attributes).table_valued("key", "type")
+                kind = each.c.type
+            pairs = (
+                select(each.c.key.label("key"), kind.label("kind"))
+                .select_from(Contact)
+                .join(each, text("1 = 1"))
+                .where(self.where)
+                .distinct()
+                .subquery()
+            )
+            rows = (await session.execute(select(pairs.c.key, pairs.c.kind))).all()
+        seen: dict[str, set[str]] = {}
+        for key, found in rows:
+            seen.setdefault(str(key), set()).add(JSON_KINDS.get(str(found), "text"))
+        return {
+            key: next(iter(kinds)) if len(kinds) == 1 and kinds <= {"number", "boolean"} else None
+            for key, kinds in sorted(seen.items())
+        }
 
     async def contacts(self) -> AsyncIterator[dict[str, Any]]:
         after: uuid.UUID | None = None
@@ -108,7 +125,12 @@ class ContactExporter:
 
     async def run(self, fmt: ExportFormat, sink: Sink) -> int:
         if fmt == "csv":
-            chunks = csv_export_chunks_async(self.contacts(), await self.attribute_keys())
+            types = await self.attribute_types()
+            chunks = csv_export_chunks_async(
+                self.contacts(),
+                list(types),
+                attribute_types={k: v for k, v in types.items() if v is not None},
+            )
         else:
             chunks = jsonl_export_chunks_async(self.contacts())
         async for chunk in chunks:

@@ -93,6 +93,7 @@ class ImportRowError:
 # A column's or key's destination: ("field", name, None), ("attribute", name, type or None),
 # ("nested", "attributes", None) for a JSON attributes/data object, or ("skip", "", None).
 _Target = tuple[str, str, AttributeType | None]
+_Layout = tuple[list[tuple[str, str]], list[tuple[str, str]]]
 _SKIP: Final[_Target] = ("skip", "", None)
 
 
@@ -503,6 +504,9 @@ class _JsonRowBuilder:
         self._targets = dict(options.targets)  # grows into a cache of every key seen
         self._region = options.default_region
         self._good_nested_keys: set[str] = set()
+        # Objects in a file mostly share their keys: per key tuple, the (key, field) and
+        # (key, attribute) pairs when every key is a plain field or attribute, else None.
+        self._layouts: dict[tuple[str, ...], _Layout | None] = {}
 
     def _target(self, key: str) -> _Target:
         canonical = canonical_key(key)
@@ -522,10 +526,45 @@ class _JsonRowBuilder:
             self._targets[key] = target
         return target
 
+    def _layout(self, keys: tuple[str, ...]) -> _Layout | None:
+        fields: list[tuple[str, str]] = []
+        attributes: list[tuple[str, str]] = []
+        layout: _Layout | None = (fields, attributes)
+        for key in keys:
+            kind, name, attribute_type = self._targets.get(key) or self._target(key)
+            if kind == "field" and all(name != field for _, field in fields):
+                fields.append((key, name))
+            elif kind == "attribute" and attribute_type is None:
+                attributes.append((key, name))
+            elif kind != "skip":
+                layout = None
+        if len(self._layouts) < _CACHE_LIMIT:
+            self._layouts[keys] = layout
+        return layout
+
     def build(self, line: int, item: object, trusted: bool) -> ImportRow | ImportRowError:
         """A contact from one object; ``trusted``: its text had no risky escape."""
         if not isinstance(item, dict):
             return ImportRowError(line, "expected a JSON object", None, "invalid_json")
+        keys = tuple(item)
+        layout = self._layouts[keys] if keys in self._layouts else self._layout(keys)
+        if layout is not None:  # the common case, in two comprehensions
+            try:
+                contact = contact_from_fields(
+                    {name: item[key] for key, name in layout[0]},
+                    {name: item[key] for key, name in layout[1]}
+                    if trusted
+                    else validate_attributes({name: item[key] for key, name in layout[1]}),
+                    default_region=self._region,
+                )
+            except FieldError as exc:
+                return ImportRowError(line, exc.message, exc.field, exc.code)
+            return ImportRow(line, contact)
+        return self._build_any(line, item, trusted)
+
+    def _build_any(
+        self, line: int, item: dict[str, object], trusted: bool
+    ) -> ImportRow | ImportRowError:
         targets = self._targets
         fields: dict[str, object] = {}
         attributes: dict[str, object] = {}
@@ -595,6 +634,7 @@ def _read_json_lines(
 
 
 _NOT_WHITESPACE = re.compile(r"[^ \t\n]")
+_NOT_SEPARATOR = re.compile(r"[^ \t\n,\]]")
 # Where the next element probably starts after a broken one: a line opening with "{" (a
 # pretty-printed array) or "}," then "{" (a minified one).
 _RESYNC = re.compile(r"(?:\n[ \t]*,?[ \t]*|\}[ \t\n]*,[ \t\n]*)(?=\{)")
@@ -648,10 +688,10 @@ class _JsonArrayScanner:
         self._line_pos = pos
         return self._line
 
-    def _peek(self) -> str:
-        """The next non-whitespace character ("" at the end), at ``self._pos``."""
+    def _peek(self, skipping: re.Pattern[str] = _NOT_WHITESPACE) -> str:
+        """The next character ``skipping`` finds ("" at the end), at ``self._pos``."""
         while True:
-            found = _NOT_WHITESPACE.search(self._buf, self._pos)
+            found = skipping.search(self._buf, self._pos)
             if found is not None:
                 self._pos = found.start()
                 return self._buf[self._pos]
@@ -674,12 +714,10 @@ class _JsonArrayScanner:
                 )
             return
         while True:
-            char = self._peek()
+            # Separators are skipped, not checked: nothing is lost either way.
+            char = self._peek(_NOT_SEPARATOR)
             if char == "":
                 return
-            if char in ",]":
-                self._pos += 1  # separators are not checked: nothing is lost either way
-                continue
             if char != "{":
                 yield self._broken("expected a JSON object")
                 continue
@@ -729,6 +767,5 @@ class _JsonArrayScanner:
                 return error
             # Keep a tail a resync pattern may start in; drop the rest as the buffer refills.
             self._pos = max(search_from, len(self._buf) - 64)
-            search_from = self._pos
             self._fill()
             search_from = self._pos

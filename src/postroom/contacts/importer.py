@@ -10,6 +10,7 @@ one ``import.completed`` event with the summary.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from postroom.errors import NotFound
 from postroom.events.service import record
 
 BATCH_SIZE = 2000
+YIELD_EVERY = 100
 MAX_REPORTED_ERRORS = 10_000
 
 Progress = Callable[["ImportSummary"], Awaitable[None]]
@@ -87,7 +89,11 @@ class ContactImporter:
             async with self.ctx.db.transaction() as session:
                 if await ListRepository(session, self.workspace_id).get(self.list_id) is None:
                     raise NotFound("list", self.list_id)
+        # Parsing (Python, this process) overlaps with writing the previous batch (the
+        # database's own process or thread): one batch is always in flight, and the loop
+        # yields every few rows so the in-flight write can move on.
         batch: list[tuple[int, ContactInput]] = []
+        in_flight: asyncio.Task[None] | None = None
         for item in read_import(stream, fmt=fmt, mapping=mapping, filename=filename):
             if isinstance(item, ImportRowError):
                 self.summary.processed += 1
@@ -95,9 +101,16 @@ class ContactImporter:
                 continue
             assert isinstance(item, ImportRow)
             batch.append((item.line, item.contact))
+            if len(batch) % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if len(batch) >= self.batch_size:
-                await self._write(batch)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._write(batch))
+                await asyncio.sleep(0)
                 batch = []
+        if in_flight is not None:
+            await in_flight
         if batch:
             await self._write(batch)
         self.summary.errors.sort(key=lambda error: int(error["line"]))

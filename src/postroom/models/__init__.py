@@ -3,7 +3,10 @@ on ``Base.metadata`` (Alembic and the drift test rely on that)."""
 
 from postroom.models.base import Base
 from postroom.models.contacts import Contact, ContactList, Segment, Subscription, Suppression
+from postroom.models.delivery import Delivery, Send
+from postroom.models.domains import DkimKey, SendingDomain
 from postroom.models.platform import Event, IdempotencyRecord, Job, Upload, UploadChunk
+from postroom.models.templates import Template, TemplateVersion
 from postroom.models.workspaces import ApiKey, Workspace
 
 __all__ = [
@@ -11,12 +14,18 @@ __all__ = [
     "Base",
     "Contact",
     "ContactList",
+    "Delivery",
+    "DkimKey",
     "Event",
     "IdempotencyRecord",
     "Job",
     "Segment",
+    "Send",
+    "SendingDomain",
     "Subscription",
     "Suppression",
+    "Template",
+    "TemplateVersion",
     "Upload",
     "UploadChunk",
     "Workspace",

@@ -1,0 +1,1 @@
+"""Sending domains: DKIM keys (with rotation), the DNS records to publish, and checks."""

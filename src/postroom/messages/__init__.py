@@ -1,0 +1,1 @@
+"""Transactional messages: ``/v1/messages``."""

@@ -1,0 +1,240 @@
+"""Public endpoints reached from mail: open pixel, click redirect, unsubscribe (RFC 8058
+one-click included), preferences, view in browser. No auth: every token is signed, and a
+bad token changes nothing and never redirects anywhere."""
+
+from __future__ import annotations
+
+import base64
+import html
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from postroom.http.access import public
+from postroom.http.deps import Ctx, Session
+from postroom.http.routing import ApiRoute
+from postroom.tracking.links import link_id
+from postroom.tracking.service import LinkService
+from postroom.tracking.tokens import DeliveryRef, TrackingLinks
+
+router = APIRouter(route_class=ApiRoute, tags=["public"], include_in_schema=True)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "X-Robots-Tag": "noindex",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@lru_cache(maxsize=1)
+def pages() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(default=True),
+    )
+
+
+def page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = pages().get_template(name).render(**values)
+    return HTMLResponse(html, status_code=status, headers=NO_STORE)
+
+
+def not_found() -> HTMLResponse:
+    return page("not_found.html", 404, title="Link not valid")
+
+
+def _links(request: Request) -> TrackingLinks:
+    links: TrackingLinks | None = getattr(request.app.state, "tracking_links", None)
+    if links is None:
+        links = TrackingLinks(request.app.state.ctx)
+        request.app.state.tracking_links = links
+    return links
+
+
+def _engagement(
+    ctx: Ctx, ref: DeliveryRef, kind: str, request: Request, data: dict[str, Any]
+) -> None:
+    ctx.engagement.add(
+        {
+            "workspace_id": ref.workspace_id,
+            "type": kind,
+            "contact_id": ref.contact_id,
+            "resource_type": "delivery",
+            "resource_id": ref.delivery_id,
+            "data": {
+                "send_id": str(ref.send_id),
+                "user_agent": (request.headers.get("user-agent") or "")[:300],
+                "ip": request.client.host if request.client else None,
+                **data,
+            },
+            "occurred_at": ctx.clock.now(),
+        }
+    )
+
+
+@router.get("/t/o/{token}", **public("open pixel; the signed token is the credential"))
+async def open_pixel(token: str, request: Request, ctx: Ctx) -> Response:
+    ref = _links(request).read_open(token)
+    if ref is not None:
+        _engagement(ctx, ref, "email.opened", request, {})
+    # Always the image: a broken image in someone's mail helps nobody.
+    return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
+
+
+@router.get("/t/c/{token}", **public("click redirect; only to the URL signed into the token"))
+async def click(token: str, request: Request, ctx: Ctx) -> Response:
+    found = _links(request).read_click(token)
+    if found is None:
+        return not_found()
+    ref, url = found
+    _engagement(ctx, ref, "email.clicked", request, {"url": url, "link_id": link_id(url)})
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+async def _target(
+    request: Request, purpose: str, token: str, session: Session, ctx: Ctx
+) -> tuple[DeliveryRef, LinkService] | None:
+    ref = _links(request).read(purpose, token)
+    if ref is None:
+        return None
+    return ref, LinkService(session, ref, ctx.clock.now())
+
+
+@router.get("/u/{token}", **public("unsubscribe page; GET never unsubscribes"))
+async def unsubscribe_page(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
+    found = await _target(request, "unsubscribe", token, session, ctx)
+    if found is None:
+        return not_found()
+    ref, service = found
+    target = await service.target()
+    if target is None:
+        return page("unsubscribe.html", title="Unsubscribe", state="gone")
+    return page(
+        "unsubscribe.html",
+        title="Unsubscribe",
+        state="confirm",
+        email=target.contact.email,
+        lists=[item.name for item in target.lists],
+        manage_url=_links(request).manage_url(ref),
+    )
+
+
+@router.post("/u/{token}", **public("unsubscribe (RFC 8058 one-click or the page's form)"))
+async def unsubscribe(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
+    found = await _target(request, "unsubscribe", token, session, ctx)
+    if found is None:
+        return not_found()
+    ref, service = found
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    action = str(form.get("action") or "unsubscribe")
+    target = await service.target()
+    if one_click:
+        # RFC 8058: the mailbox provider POSTs with no cookies and wants a plain 2xx.
+        if target is not None:
+            await service.unsubscribe(target, method="one-click")
+        return PlainTextResponse("unsubscribed\n", headers=NO_STORE)
+    if target is None:
+        return page("unsubscribe.html", title="Unsubscribe", state="gone")
+    if action == "resubscribe":
+        await service.resubscribe(target)
+        state = "resubscribed"
+    else:
+        await service.unsubscribe(target, method="page")
+        state = "done"
+    return page(
+        "unsubscribe.html",
+        title="Unsubscribe",
+        state=state,
+        email=target.contact.email,
+        lists=[item.name for item in target.lists],
+        manage_url=_links(request).manage_url(ref),
+    )
+
+
+async def _preferences(service: LinkService, target: Any, saved: bool) -> HTMLResponse:
+    prefs = await service.preferences(target)
+    return page(
+        "preferences.html",
+        title="Email preferences",
+        email=target.contact.email,
+        lists=[{"id": item.id, "name": item.name, "subscribed": on} for item, on in prefs],
+        saved=saved,
+        all_unsubscribed=target.contact.status == "unsubscribed",
+    )
+
+
+@router.get("/p/{token}", **public("preferences page; the signed token is the credential"))
+async def preferences_page(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
+    found = await _target(request, "preferences", token, session, ctx)
+    if found is None:
+        return not_found()
+    _ref, service = found
+    target = await service.target()
+    if target is None:
+        return page("preferences.html", title="Email preferences", email=None)
+    return await _preferences(service, target, saved=False)
+
+
+@router.post("/p/{token}", **public("saves preferences; the signed token is the credential"))
+async def save_preferences(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
+    found = await _target(request, "preferences", token, session, ctx)
+    if found is None:
+        return not_found()
+    _ref, service = found
+    target = await service.target()
+    if target is None:
+        return page("preferences.html", title="Email preferences", email=None)
+    form = await request.form()
+    if form.get("action") == "unsubscribe_all":
+        from postroom.contacts.service import ContactService
+
+        if target.contact.status == "subscribed":
+            await ContactService(
+                session, target.contact.workspace_id, ctx.clock.now()
+            ).unsubscribe_everything(target.contact, source="preferences")
+            await session.refresh(target.contact)
+    else:
+        wanted = set()
+        for value in form.getlist("list"):
+            try:
+                wanted.add(uuid.UUID(str(value)))
+            except ValueError:
+                continue
+        await service.save_preferences(target, wanted)
+    return await _preferences(service, target, saved=True)
+
+
+@router.get("/v/{token}", **public("the message as a web page; the signed token is the credential"))
+async def view_in_browser(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
+    from postroom.delivery.compose import Composer, compiled_for
+
+    found = await _target(request, "view", token, session, ctx)
+    if found is None:
+        return not_found()
+    ref, service = found
+    target = await service.target()
+    if target is None:
+        return not_found()
+    composer = Composer(ctx)
+    compiled = compiled_for(target.send, target.contact.locale)
+    contact = {
+        "email": target.contact.email,
+        "first_name": target.contact.first_name,
+        "last_name": target.contact.last_name,
+        "attributes": target.contact.attributes,
+        "locale": target.contact.locale,
+    }
+    rendered = composer.render(
+        target.send, compiled, ref, contact, target.delivery.variables, tracking=False
+    )
+    body = rendered.html or f"<pre>{html.escape(rendered.text or '')}</pre>"
+    return HTMLResponse(body, headers=NO_STORE)

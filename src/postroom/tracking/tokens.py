@@ -1,0 +1,99 @@
+"""Signed tokens and URLs for the public endpoints (open pixel, click redirect,
+unsubscribe, preferences, view in browser, double opt-in confirmation).
+
+Open and click tokens carry the workspace, send, delivery and contact ids, so recording an
+open or click needs no database read; a click token also carries the target URL, so the
+redirect can only ever go where the signed message pointed (no open redirect). Tokens are
+HMAC-signed per purpose and never expire; old secret keys keep verifying them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from postroom.context import AppContext
+
+ZERO = uuid.UUID(int=0)
+IDS_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRef:
+    workspace_id: uuid.UUID
+    send_id: uuid.UUID
+    delivery_id: uuid.UUID
+    contact_id: uuid.UUID | None
+
+    def pack(self) -> bytes:
+        return (
+            self.workspace_id.bytes
+            + self.send_id.bytes
+            + self.delivery_id.bytes
+            + (self.contact_id or ZERO).bytes
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> DeliveryRef | None:
+        if len(data) < IDS_BYTES:
+            return None
+        ids = [uuid.UUID(bytes=data[i : i + 16]) for i in range(0, IDS_BYTES, 16)]
+        return cls(ids[0], ids[1], ids[2], None if ids[3] == ZERO else ids[3])
+
+
+class TrackingLinks:
+    """Builds and reads the public URLs of one Postroom instance."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.base = ctx.settings.public_base_url
+        self._open = ctx.signer("open")
+        self._click = ctx.signer("click")
+        self._unsubscribe = ctx.signer("unsubscribe")
+        self._preferences = ctx.signer("preferences")
+        self._view = ctx.signer("view")
+        self._own_prefixes = tuple(f"{self.base}/{p}/" for p in ("u", "p", "v", "c"))
+
+    def open_url(self, ref: DeliveryRef) -> str:
+        return f"{self.base}/t/o/{self._open.sign(ref.pack())}"
+
+    def click_url(self, ref: DeliveryRef, url: str) -> str:
+        return f"{self.base}/t/c/{self._click.sign(ref.pack() + url.encode())}"
+
+    def unsubscribe_url(self, ref: DeliveryRef) -> str:
+        return f"{self.base}/u/{self._unsubscribe.sign(ref.pack())}"
+
+    def manage_url(self, ref: DeliveryRef) -> str:
+        return f"{self.base}/p/{self._preferences.sign(ref.pack())}"
+
+    def view_url(self, ref: DeliveryRef) -> str:
+        return f"{self.base}/v/{self._view.sign(ref.pack())}"
+
+    def is_own(self, url: str) -> bool:
+        """Our unsubscribe, preferences, view and confirm links are never click-tracked."""
+        return url.startswith(self._own_prefixes)
+
+    def read_open(self, token: str) -> DeliveryRef | None:
+        payload = self._open.verify(token)
+        return DeliveryRef.unpack(payload) if payload else None
+
+    def read_click(self, token: str) -> tuple[DeliveryRef, str] | None:
+        payload = self._click.verify(token)
+        if not payload:
+            return None
+        ref = DeliveryRef.unpack(payload)
+        try:
+            url = payload[IDS_BYTES:].decode()
+        except UnicodeDecodeError:
+            return None
+        if ref is None or not url.lower().startswith(("http://", "https://")):
+            return None
+        return ref, url
+
+    def read(self, purpose: str, token: str) -> DeliveryRef | None:
+        signer = {
+            "unsubscribe": self._unsubscribe,
+            "preferences": self._preferences,
+            "view": self._view,
+        }[purpose]
+        payload = signer.verify(token)
+        return DeliveryRef.unpack(payload) if payload else None
