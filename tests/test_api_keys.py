@@ -156,3 +156,17 @@ async def test_workspaces_need_admin_key(
     assert_problem(
         await client.get("/v1/api-keys", headers={"Authorization": f"Bearer {new_key}"}), 401
     )
+
+
+async def test_last_used_is_stamped(client: httpx.AsyncClient, workspace: WorkspaceHandle, make_key, ctx) -> None:
+    key = await make_key(workspace, ["api_keys:read"])
+    headers = {"Authorization": f"Bearer {key}"}
+    await client.get("/v1/api-keys", headers=headers)
+    before = (await client.get("/v1/api-keys", headers=headers)).json()["data"]
+    mine = next(k for k in before if k["prefix"] == key[:10])
+    assert mine["last_used_at"] is not None
+    ctx.clock.advance(3600)
+    await client.get("/v1/api-keys", headers=headers)
+    later = (await client.get("/v1/api-keys", headers=headers)).json()["data"]
+    stamped = next(k for k in later if k["prefix"] == key[:10])["last_used_at"]
+    assert stamped > mine["last_used_at"]

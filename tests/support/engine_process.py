@@ -29,7 +29,7 @@ from postroom.delivery.transports import SingleTransport
 
 async def main(options: argparse.Namespace) -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=options.db,
         secret_key=options.secret,
         data_dir=Path(options.data_dir),

@@ -215,7 +215,7 @@ async def save_preferences(token: str, request: Request, session: Session, ctx: 
 
 @router.get("/v/{token}", **public("the message as a web page; the signed token is the credential"))
 async def view_in_browser(token: str, request: Request, session: Session, ctx: Ctx) -> Response:
-    from postroom.delivery.compose import Composer, compiled_for
+    from postroom.delivery.compose import Composer, compiled_for, load_versions
 
     found = await _target(request, "view", token, session, ctx)
     if found is None:
@@ -225,7 +225,8 @@ async def view_in_browser(token: str, request: Request, session: Session, ctx: C
     if target is None:
         return not_found()
     composer = Composer(ctx)
-    compiled = compiled_for(target.send, target.contact.locale)
+    versions = await load_versions(session, target.send)
+    compiled = compiled_for(target.send, target.contact.locale, versions)
     contact = {
         "email": target.contact.email,
         "first_name": target.contact.first_name,
