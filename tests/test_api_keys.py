@@ -158,7 +158,9 @@ async def test_workspaces_need_admin_key(
     )
 
 
-async def test_last_used_is_stamped(client: httpx.AsyncClient, workspace: WorkspaceHandle, make_key, ctx) -> None:
+async def test_last_used_is_stamped(
+    client: httpx.AsyncClient, workspace: WorkspaceHandle, make_key, ctx
+) -> None:
     key = await make_key(workspace, ["api_keys:read"])
     headers = {"Authorization": f"Bearer {key}"}
     await client.get("/v1/api-keys", headers=headers)
