@@ -2,12 +2,11 @@
 
 Indexes, and the queries each one serves:
 
-- ``contacts``: ``uq(workspace_id, email_key)`` (upsert and lookup by email; on SQLite also
-  the email prefix search, as a range on the binary-collated key), ``uq(workspace_id,
-  external_id)``, ``(workspace_id, id)`` (cursor pagination, fan-out chunks),
-  ``(workspace_id, updated_at)`` (incremental sync), ``(workspace_id, status)`` (status
-  filters and counts); on PostgreSQL only, ``(workspace_id, email_key text_pattern_ops)`` so
-  ``email_key LIKE 'abc%'`` uses an index whatever the database collation.
+- ``contacts``: ``uq(workspace_id, email_key)`` (upsert and lookup by email, and the email
+  prefix search: ``text_pattern_ops`` on PostgreSQL for ``LIKE 'abc%'`` under any collation,
+  a range on the binary-collated key on SQLite), ``uq(workspace_id, external_id)``,
+  ``(workspace_id, id)`` (cursor pagination, fan-out chunks), ``(workspace_id, updated_at)``
+  (incremental sync).
 - ``subscriptions``: the primary key ``(list_id, contact_id)`` (subscribe/unsubscribe, and the
   per-contact probe of a segment's ``list`` condition), ``(contact_id)`` (a contact's lists;
   the cascade from contacts), ``(list_id, status, contact_id)`` (a list's members in one
@@ -169,8 +168,7 @@ class Subscription(Base):
     contact_id: Mapped[uuid.UUID] = mapped_column(
         Uuid(), ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
     )
-    # No index of its own: deleting a workspace is rare and may scan.
-    workspace_id: Mapped[uuid.UUID] = workspace_fk(index=False)
+    workspace_id: Mapped[uuid.UUID] = workspace_fk()
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
