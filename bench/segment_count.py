@@ -35,13 +35,14 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from postroom.contacts.segments import compile_filter, parse_filter
 from postroom.models.base import Base
-from postroom.models.contacts import Contact, ContactList, Segment, Subscription, Suppression
+from postroom.models.contacts import Contact, ContactList, Subscription
 from postroom.models.workspaces import Workspace
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = [
-    t.__table__ for t in (Workspace, Contact, ContactList, Subscription, Suppression, Segment)
+    Base.metadata.tables[name]
+    for name in ("workspaces", "contacts", "lists", "subscriptions", "suppressions", "segments")
 ]
 RUNS = 5
 
@@ -54,7 +55,7 @@ SELECT lpad(to_hex(n), 32, '0')::uuid, :ws, 'user' || n || '@example.com',
        'user' || n || '@example.com', encode(sha256(('user' || n || '@example.com')::bytea), 'hex'),
        jsonb_build_object(
            'plan', (ARRAY['free', 'pro', 'team', 'enterprise'])[n % 4 + 1],
-           'score', (n * 7919) % 100,
+           'score', (n::bigint * 7919) % 100,
            'country', (ARRAY['FR', 'DE', 'US', 'ES', 'IT'])[(n / 4) % 5 + 1],
            'signup', '2025-' || lpad((n % 12 + 1)::text, 2, '0') || '-'
                      || lpad((n % 28 + 1)::text, 2, '0'),

@@ -1,5 +1,6 @@
-"""Segments: the filter language (``schema``), compiled to one SQL WHERE clause
-(``compiler``) and evaluated in Python (``evaluate``, the tests' oracle)."""
+"""Segments: the filter language (``schema``), checked (``validation``) into a typed tree
+(``predicates``), compiled to one SQL WHERE clause (``compiler``, with ``json_sql`` and
+``iso_dates``) and evaluated in Python (``evaluate``, the tests' oracle)."""
 
 from postroom.contacts.segments.compiler import compile_filter, compile_predicate
 from postroom.contacts.segments.evaluate import evaluate_filter

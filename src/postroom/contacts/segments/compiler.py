@@ -160,7 +160,7 @@ class _Compiler:
             return self.json.starts_with(path, p.value)
         if isinstance(p.value, int | float) and not isinstance(p.value, bool):
             return self.json.compare_number(path, p.op, p.value)
-        return self.json.compare_instant(path, p.op, instant_at(p.value, self.now).micros)
+        return self.json.compare_instant(path, p.op, instant_at(p.value, self.now))
 
 
 def _ordering(column: InstrumentedAttribute[Any], op: str, value: Any) -> ColumnElement[bool]:
