@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 
 from postroom.contacts.audience_service import checked_filter
 from postroom.contacts.imports_api import job_resolver
@@ -112,15 +111,10 @@ async def create_export(
 async def list_exports(
     session: Session, workspace_id: WorkspaceId, paging: Paging
 ) -> Page[ExportOut]:
-    query = (
-        select(Job)
-        .where(Job.workspace_id == workspace_id, Job.kind == EXPORT_JOB)
-        .order_by(Job.id.desc())
-        .limit(paging.limit + 1)
+    found = await jobs.page_of_kind(
+        session, workspace_id, EXPORT_JOB, paging.after_id, paging.limit
     )
-    if paging.after_id is not None:
-        query = query.where(Job.id < paging.after_id)
-    rows, cursor = page_of(list((await session.execute(query)).scalars()), paging.limit)
+    rows, cursor = page_of(found, paging.limit)
     return Page(data=[export_out(r) for r in rows], next_cursor=cursor)
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.contacts.jobs import IMPORT_JOB
@@ -39,15 +38,15 @@ FORMATS = {
 
 
 def job_resolver(kind: str) -> Any:
+    """A path resolver for jobs of one kind (imports, exports) in the caller's workspace."""
+
     async def exists(session: AsyncSession, principal: Principal, raw: str) -> bool:
         try:
             value = uuid.UUID(raw)
         except ValueError:
             return False
-        query = select(Job.id).where(
-            Job.id == value, Job.kind == kind, Job.workspace_id == principal.workspace_id
-        )
-        return (await session.execute(query)).first() is not None
+        assert principal.workspace_id is not None
+        return await jobs.exists_of_kind(session, value, kind, principal.workspace_id)
 
     return exists
 
@@ -193,15 +192,10 @@ async def create_import(
 async def list_imports(
     session: Session, workspace_id: WorkspaceId, paging: Paging
 ) -> Page[ImportOut]:
-    query = (
-        select(Job)
-        .where(Job.workspace_id == workspace_id, Job.kind == IMPORT_JOB)
-        .order_by(Job.id.desc())
-        .limit(paging.limit + 1)
+    found = await jobs.page_of_kind(
+        session, workspace_id, IMPORT_JOB, paging.after_id, paging.limit
     )
-    if paging.after_id is not None:
-        query = query.where(Job.id < paging.after_id)
-    rows, cursor = page_of(list((await session.execute(query)).scalars()), paging.limit)
+    rows, cursor = page_of(found, paging.limit)
     return Page(data=[import_out(r, with_errors=False) for r in rows], next_cursor=cursor)
 
 

@@ -176,3 +176,31 @@ async def set_progress(
 
 async def get(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return (await session.execute(select(Job).where(Job.id == job_id))).scalar_one_or_none()
+
+
+async def page_of_kind(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    kind: str,
+    before: uuid.UUID | None,
+    limit: int,
+) -> list[Job]:
+    """A workspace's jobs of one kind, newest first (up to ``limit + 1`` for paging)."""
+    query = (
+        select(Job)
+        .where(Job.workspace_id == workspace_id, Job.kind == kind)
+        .order_by(Job.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(Job.id < before)
+    return list((await session.execute(query)).scalars())
+
+
+async def exists_of_kind(
+    session: AsyncSession, job_id: uuid.UUID, kind: str, workspace_id: uuid.UUID
+) -> bool:
+    query = select(Job.id).where(
+        Job.id == job_id, Job.kind == kind, Job.workspace_id == workspace_id
+    )
+    return (await session.execute(query)).first() is not None
