@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -10,13 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from postroom.config import Settings, get_settings
+from postroom.cli_support import (
+    console,
+    err,
+    migrate_data_dir,
+    run_with_context,
+    settings_or_exit,
+)
 from postroom.context import AppContext
 from postroom.db import migrate as migrations
-from postroom.errors import NotFound, PostroomError
+from postroom.errors import NotFound
 from postroom.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -32,36 +38,9 @@ app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 
-console = Console()
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings().resolve_secrets()
-    except PostroomError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
-
-
-def _run(settings: Settings, work: Callable[[AppContext], Awaitable[T]]) -> T:
-    async def main() -> T:
-        ctx = AppContext.build(settings)
-        try:
-            return await work(ctx)
-        finally:
-            await ctx.db.dispose()
-
-    try:
-        return asyncio.run(main())
-    except PostroomError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-
-
-def _migrate(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrations.upgrade(settings.sqlalchemy_url)
+_settings = settings_or_exit
+_run = run_with_context
+_migrate = migrate_data_dir
 
 
 @app.command()
@@ -492,6 +471,17 @@ def dkim_generate(
         return await service.view(row)
 
     _print_dns_records(_domain_command(workspace, work))
+
+
+# Domain packages keep their commands in ``<domain>/cli.py``; each module's
+# ``register(app)`` adds them.
+DOMAIN_COMMANDS = (
+    "postroom.relays.cli",
+    "postroom.campaigns.cli",
+    "postroom.feedback.cli",
+)
+for _module in DOMAIN_COMMANDS:
+    importlib.import_module(_module).register(app)
 
 
 def main() -> None:

@@ -305,3 +305,26 @@ async def _message(client: httpx.AsyncClient, ctx: AppContext, a: Tenant) -> str
 
 
 PATH_FACTORIES.update({"message_id": _message})
+
+
+# Later domains keep their cases in their own modules, which update ROUTES and
+# PATH_FACTORIES when imported (the import is at the end: they need both names above).
+from tests.support import (  # noqa: E402
+    routes_analytics,
+    routes_campaigns,
+    routes_double_opt_in,
+    routes_feedback,
+    routes_relays,
+    routes_webhooks,
+)
+
+__all__ = [
+    "PATH_FACTORIES",
+    "ROUTES",
+    "routes_analytics",
+    "routes_campaigns",
+    "routes_double_opt_in",
+    "routes_feedback",
+    "routes_relays",
+    "routes_webhooks",
+]

@@ -1,6 +1,8 @@
 """ORM models, one module per aggregate. Importing this package registers every table
 on ``Base.metadata`` (Alembic and the drift test rely on that)."""
 
+# Modules of later domains; each adds its own names to __all__ when it has models.
+from postroom.models import analytics, campaigns, feedback, relays, webhooks  # noqa: F401
 from postroom.models.base import Base
 from postroom.models.contacts import Contact, ContactList, Segment, Subscription, Suppression
 from postroom.models.delivery import Delivery, Send

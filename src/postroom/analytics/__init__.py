@@ -1,0 +1,1 @@
+"""Analytics: counters maintained as events arrive, time series, per-link stats."""

@@ -1,0 +1,1 @@
+"""Broadcast campaigns: state machine, test sends, scheduling, fan-out, progress."""

@@ -1,0 +1,2 @@
+"""What mailbox providers send back: bounces, complaints, replies; inbound SMTP and
+provider webhooks."""

@@ -1,0 +1,1 @@
+"""Per-workspace SMTP relays, weighted choice among them, and shared rate limits."""
