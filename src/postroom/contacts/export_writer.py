@@ -166,6 +166,18 @@ class _CsvEncoder:
         return data
 
 
+class CsvCellsEncoder(_CsvEncoder):
+    """Rows whose cells are already CSV text (computed by the query, see ``export_sql``):
+    everything after the first element of each row goes to the C writer as it is."""
+
+    def __init__(self, attribute_keys: Sequence[str], types: Mapping[str, str]) -> None:
+        super().__init__(attribute_keys, bom=False, types=types)
+
+    def write_page(self, page: Sequence[Sequence[object]]) -> bytes | None:
+        self._writer.writerows(row[1:] for row in page)
+        return self.take()
+
+
 def csv_export_chunks(
     rows: Iterable[Mapping[str, object]], attribute_keys: Sequence[str], *, bom: bool = False
 ) -> Iterator[bytes]:

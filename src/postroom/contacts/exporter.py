@@ -8,16 +8,20 @@ every contact, whatever their status.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select, text
+from sqlalchemy import Row, exists, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
+from postroom.contacts.export_sql import csv_cells_query, sql_renderable
 from postroom.contacts.export_writer import (
     EXPORT_COLUMNS,
+    CsvCellsEncoder,
     csv_export_chunks_async,
     jsonl_export_chunks_async,
 )
@@ -123,16 +127,57 @@ class ContactExporter:
                 yield item
             after = page[-1][0]
 
+    async def csv_pages(
+        self, attribute_keys: Sequence[str], attribute_types: Mapping[str, str] | None = None
+    ) -> AsyncIterator[list[Row[Any]]]:
+        """Pages of ready CSV cells (see :mod:`export_sql`). The next page is read while
+        the caller writes this one, so the database and the encoder overlap."""
+        query = csv_cells_query(self.where, attribute_keys, self.ctx.db.dialect, attribute_types)
+
+        async def read(after: uuid.UUID | None) -> list[Row[Any]]:
+            page_query = query.limit(PAGE_SIZE)
+            if after is not None:
+                page_query = page_query.where(Contact.id > after)
+            async with self.ctx.db.read_sessions() as session:
+                return list((await session.execute(page_query)).all())
+
+        pending = asyncio.ensure_future(read(None))
+        try:
+            while True:
+                page = await pending
+                if not page:
+                    return
+                last = page[-1][0]
+                after = last if isinstance(last, uuid.UUID) else uuid.UUID(str(last))
+                pending = asyncio.ensure_future(read(after))
+                self.rows += len(page)
+                yield page
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
     async def run(self, fmt: ExportFormat, sink: Sink) -> int:
         if fmt == "csv":
             types = await self.attribute_types()
-            chunks = csv_export_chunks_async(
-                self.contacts(),
-                list(types),
-                attribute_types={k: v for k, v in types.items() if v is not None},
-            )
-        else:
-            chunks = jsonl_export_chunks_async(self.contacts())
-        async for chunk in chunks:
+            if not sql_renderable(list(types)):
+                chunks = csv_export_chunks_async(
+                    self.contacts(),
+                    list(types),
+                    attribute_types={k: v for k, v in types.items() if v is not None},
+                )
+                async for chunk in chunks:
+                    await sink(chunk)
+                return self.rows
+            typed = {k: v for k, v in types.items() if v is not None}
+            encoder = CsvCellsEncoder(list(types), typed)
+            async for page in self.csv_pages(list(types), typed):
+                if (piece := encoder.write_page(page)) is not None:
+                    await sink(piece)
+            if (piece := encoder.take(at_least=1)) is not None:
+                await sink(piece)
+            return self.rows
+        async for chunk in jsonl_export_chunks_async(self.contacts()):
             await sink(chunk)
         return self.rows
