@@ -44,8 +44,12 @@ postgres: $(VENV)/.installed-test ## Make sure the test PostgreSQL answers (star
 test: $(VENV)/.installed-test lint postgres ## Set up and run every gate and the whole suite (SQLite + PostgreSQL)
 	$(BIN)/pytest -q
 
+.PHONY: bench-tools
+bench-tools: ## Install Postfix's smtp-sink/smtp-source and wrk (no daemon started)
+	@scripts/ensure-bench-tools.sh
+
 .PHONY: bench
-bench: $(VENV)/.installed-test ## Run every benchmark with --quick
+bench: $(VENV)/.installed-test bench-tools ## Run every benchmark with --quick
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 .PHONY: fmt

@@ -1,9 +1,10 @@
 """Render and build personalised campaign messages on one core, as the send worker does.
 
-Per message: render subject/HTML/text for one contact, rewrite the 20 links of a ~15 KB
-template to signed click URLs (HMAC token per delivery and link), insert the open pixel,
-sign the List-Unsubscribe URL, and build the bytes with ``postroom.delivery.message``,
-without and with RSA-2048 DKIM. The baseline runs the same pipeline but builds with the
+Per message, exactly what the send worker runs (``Composer.envelope``, then
+``build_message``): render subject/HTML/text for one contact, rewrite the 20 links of a
+~15 KB template to signed click URLs, insert the open pixel, sign the unsubscribe,
+preferences and web-view URLs, derive the VERP return path, and build the bytes, without
+and with RSA-2048 DKIM. The baseline runs the same pipeline but builds with the
 stdlib (``EmailMessage``, ``set_content`` + ``add_alternative``, ``as_bytes()``).
 
     python bench/build_messages.py            # 100,000 messages (DKIM 20,000; stdlib 10,000)
@@ -21,49 +22,33 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
-import importlib
 import os
 import platform
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import Any, cast
 
 import dkim
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from postroom.config import Settings
+from postroom.context import AppContext
+from postroom.delivery.compose import Composer, compiled_for
 from postroom.delivery.dkim import DkimSigner, dkim_dns_record, generate_dkim_keypair
 from postroom.delivery.message import OutgoingMessage, build_message
+from postroom.models.delivery import Send
 from postroom.security.tokens import TokenSigner
-from postroom.tracking.links import insert_open_pixel, link_id, rewrite_links
 
 TRACKING_BASE = "https://t.example.com"
 SECRET = b"bench-secret-" + b"x" * 40
 FIRST_NAMES = ["Alice", "Bob", "Zoë", "José", "Łukasz", "Mei", "Ana", "Søren", "Priya", "Tom"]
 LAST_NAMES = ["Smith", "Müller", "García", "Nowak", "Li", "Jensen", "O'Brien", "Okafor"]
 CITIES = ["Berlin", "Lisboa", "Kraków", "Zürich", "Austin", "", "Tokyo", "Nairobi"]
-
-
-class Rendered(Protocol):
-    subject: str
-    html: str
-    text: str | None
-
-
-# (contact, unsubscribe URL, preferences URL, web view URL) -> rendered parts
-Renderer = Callable[[Mapping[str, object], str, str, str], Rendered]
-
-
-@dataclass(slots=True)
-class _JinjaRendered:
-    subject: str
-    html: str
-    text: str | None
 
 
 def template_sources() -> tuple[str, str, str]:
@@ -131,58 +116,6 @@ Example Shop GmbH, Musterstraße 1, 10115 Berlin
     return subject, html, text
 
 
-def make_renderer(subject: str, html: str, text: str) -> tuple[str, Renderer]:
-    try:
-        # Imported by name: the production renderer is being written alongside this.
-        rendering = importlib.import_module("postroom.templates.rendering")
-    except ImportError:
-        pass
-    else:
-        compiled = rendering.compile_content(subject=subject, html=html, text=text)
-
-        def render_production(
-            contact: Mapping[str, object], unsubscribe: str, manage: str, view: str
-        ) -> Rendered:
-            context = rendering.build_context(
-                contact=contact,
-                variables=None,
-                unsubscribe_url=unsubscribe,
-                manage_url=manage,
-                view_in_browser_url=view,
-            )
-            result: Rendered = rendering.render_content(compiled, context)
-            return result
-
-        return "postroom.templates.rendering (compile_content + render_content)", render_production
-
-    # Until the production renderer lands: the same sandbox class it builds on.
-    html_env = ImmutableSandboxedEnvironment(autoescape=True)
-    text_env = ImmutableSandboxedEnvironment(autoescape=False)
-    subject_template = text_env.from_string(subject)
-    html_template = html_env.from_string(html)
-    text_template = text_env.from_string(text)
-
-    def render_jinja(
-        contact: Mapping[str, object], unsubscribe: str, manage: str, view: str
-    ) -> Rendered:
-        context = {
-            "contact": contact,
-            "unsubscribe_url": unsubscribe,
-            "manage_url": manage,
-            "view_in_browser_url": view,
-        }
-        return _JinjaRendered(
-            subject=subject_template.render(context),
-            html=html_template.render(context),
-            text=text_template.render(context),
-        )
-
-    return (
-        "jinja2 ImmutableSandboxedEnvironment (postroom.templates.rendering absent)",
-        render_jinja,
-    )
-
-
 def contacts(count: int) -> list[dict[str, Any]]:
     rng = random.Random(20240506)
     people = []
@@ -199,16 +132,64 @@ def contacts(count: int) -> list[dict[str, Any]]:
                 "delivery": uuid.UUID(int=rng.getrandbits(128), version=4),
             }
         )
+        # What the batch loader hands the composer (``contact_fields``).
+        people[-1]["contact"] = {
+            "email": people[-1]["email"],
+            "first_name": first,
+            "last_name": last,
+            "attributes": {"city": people[-1]["city"], "vip": people[-1]["vip"]},
+        }
     return people
 
 
 @dataclass(slots=True)
 class Stage:
-    render: float = 0.0
-    tracking: float = 0.0
+    compose: float = 0.0  # render + tracking (click rewrite, pixel, signed URLs) + headers
     build: float = 0.0
     count: int = 0
     size: int = 0
+
+
+class _BenchContext:
+    """What :class:`Composer` reads from the application context: settings and signers."""
+
+    def __init__(self) -> None:
+        self.settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            database_url="sqlite:///:memory:",
+            secret_key=SECRET.decode(),
+            base_url=TRACKING_BASE,
+            bounce_domain="bounces.example.com",
+        )
+        self.settings.resolve_secrets()
+        self._signers: dict[str, TokenSigner] = {}
+
+    def signer(self, purpose: str) -> TokenSigner:
+        if purpose not in self._signers:
+            self._signers[purpose] = TokenSigner(self.settings.signing_keys, purpose)
+        return self._signers[purpose]
+
+
+def make_send(subject: str, html: str, text: str) -> Send:
+    """A transient campaign send with inline content (never written anywhere)."""
+    return Send(
+        id=uuid.UUID(int=7, version=4),
+        workspace_id=uuid.UUID(int=1, version=4),
+        kind="campaign",
+        state="active",
+        priority=100,
+        purpose="marketing",
+        content={"inline": {"subject": subject, "html": html, "text": text}},
+        from_email="news@example.com",
+        from_name="Example Shop",
+        reply_to="support@example.com",
+        track_opens=True,
+        track_clicks=True,
+        list_ids=["0190a3c2-7f1e-7cc1-8e7e-1a2b3c4d5e6f"],
+        campaign_id=None,
+        tags=[],
+        metadata_={},
+    )
 
 
 def build_stdlib(msg: OutgoingMessage) -> bytes:
@@ -219,9 +200,7 @@ def build_stdlib(msg: OutgoingMessage) -> bytes:
     message["Subject"] = msg.subject
     message["Date"] = msg.date
     message["Message-ID"] = f"<{msg.delivery_id}@example.com>"
-    message["List-Unsubscribe"] = (
-        f"<{msg.list_unsubscribe_url}>, <mailto:{msg.list_unsubscribe_mailto}>"
-    )
+    message["List-Unsubscribe"] = f"<{msg.list_unsubscribe_url}>, <{msg.list_unsubscribe_mailto}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message["List-Id"] = msg.list_id or ""
     message["Feedback-ID"] = msg.feedback_id or ""
@@ -233,66 +212,34 @@ def build_stdlib(msg: OutgoingMessage) -> bytes:
 
 def run(
     people: list[dict[str, Any]],
-    render: Renderer,
+    composer: Composer,
+    send: Send,
     build: Callable[[OutgoingMessage], bytes],
     sent_at: datetime,
 ) -> tuple[Stage, bytes]:
-    click_signer = TokenSigner([SECRET], "click")
-    open_signer = TokenSigner([SECRET], "open")
-    unsubscribe_signer = TokenSigner([SECRET], "unsubscribe")
-    view_signer = TokenSigner([SECRET], "view")
-    manage_signer = TokenSigner([SECRET], "manage")
-    own_links = (f"{TRACKING_BASE}/u/", f"{TRACKING_BASE}/v/", f"{TRACKING_BASE}/p/")
-
-    def is_own_link(url: str) -> bool:
-        return url.startswith(own_links)
-
+    """The engine's per-delivery path: ``Composer.envelope`` (render, tracking, headers,
+    VERP) then the builder."""
+    compiled = compiled_for(send, None)
     stage = Stage()
     last = b""
     clock = time.process_time
     for index, person in enumerate(people):
         started = clock()
-        delivery: uuid.UUID = person["delivery"]
-        delivery_id = str(delivery)
-        raw_id = delivery.bytes
-        unsubscribe_url = f"{TRACKING_BASE}/u/{unsubscribe_signer.sign(raw_id)}"
-        rendered = render(
-            person,
-            unsubscribe_url,
-            f"{TRACKING_BASE}/p/{manage_signer.sign(raw_id)}",
-            f"{TRACKING_BASE}/v/{view_signer.sign(raw_id)}",
+        composed = composer.envelope(
+            send,
+            compiled,
+            delivery_id=person["delivery"],
+            email=person["email"],
+            contact=person["contact"],
+            contact_id=None,
+            variables=None,
+            now=sent_at + timedelta(microseconds=250 * index),
         )
-        rendered_at = clock()
-
-        def click_url(url: str, raw_id: bytes = raw_id) -> str:
-            token = click_signer.sign(raw_id + bytes.fromhex(link_id(url)))
-            return f"{TRACKING_BASE}/c/{token}"
-
-        html = rewrite_links(rendered.html, click_url, skip=is_own_link)
-        html = insert_open_pixel(html, f"{TRACKING_BASE}/o/{open_signer.sign(raw_id)}")
-        tracked_at = clock()
-        last = build(
-            OutgoingMessage(
-                from_email="news@example.com",
-                from_name="Example Shop",
-                to_email=person["email"],
-                to_name=f"{person['first_name']} {person['last_name']}",
-                reply_to="support@example.com",
-                subject=rendered.subject,
-                html=html,
-                text=rendered.text,
-                date=sent_at + timedelta(microseconds=250 * index),
-                delivery_id=delivery_id,
-                list_unsubscribe_url=unsubscribe_url,
-                list_unsubscribe_mailto="unsubscribe@example.com",
-                list_id="Example Shop News <news.example.com>",
-                feedback_id="spring:ws1:marketing:postroom",
-            )
-        )
+        composed_at = clock()
+        last = build(composed.message)
         finished = clock()
-        stage.render += rendered_at - started
-        stage.tracking += tracked_at - rendered_at
-        stage.build += finished - tracked_at
+        stage.compose += composed_at - started
+        stage.build += finished - composed_at
         stage.count += 1
         stage.size += len(last)
     return stage, last
@@ -301,23 +248,34 @@ def run(
 def timed(
     label: str,
     people: list[dict[str, Any]],
-    render: Renderer,
+    composer: Composer,
+    send: Send,
     build: Callable[[OutgoingMessage], bytes],
     sent_at: datetime,
 ) -> tuple[float, Stage, bytes]:
-    run(people[:200], render, build, sent_at)  # warm caches and compiled patterns
+    run(people[:200], composer, send, build, sent_at)  # warm caches and compiled patterns
     started, wall_started = time.process_time(), time.perf_counter()
-    stage, last = run(people, render, build, sent_at)
+    stage, last = run(people, composer, send, build, sent_at)
     elapsed, wall = time.process_time() - started, time.perf_counter() - wall_started
     rate = stage.count / elapsed
     micro = 1e6 / stage.count
     print(
         f"{label}: {rate:,.0f} msg/s over {stage.count:,} messages "
-        f"({stage.count / wall:,.0f}/s wall clock; per message: render "
-        f"{stage.render * micro:.0f} us, tracking {stage.tracking * micro:.0f} us, "
-        f"build {stage.build * micro:.0f} us; {stage.size / stage.count / 1024:.1f} KB)"
+        f"({stage.count / wall:,.0f}/s wall clock; per message: compose (render + "
+        f"tracking + headers) {stage.compose * micro:.0f} us, build "
+        f"{stage.build * micro:.0f} us; {stage.size / stage.count / 1024:.1f} KB)"
     )
     return rate, stage, last
+
+
+def render_only(people: list[dict[str, Any]], composer: Composer, send: Send) -> float:
+    """Microseconds per message for the Jinja render alone (no tracking, no headers)."""
+    compiled = compiled_for(send, None)
+    started = time.process_time()
+    for person in people:
+        ref = composer.ref(send, person["delivery"], None)
+        composer.render(send, compiled, ref, person["contact"], None, tracking=False)
+    return (time.process_time() - started) * 1e6 / len(people)
 
 
 def main() -> None:
@@ -332,7 +290,8 @@ def main() -> None:
     baseline_count = args.baseline_count or (1_000 if args.quick else 10_000)
 
     subject, html, text = template_sources()
-    label, render = make_renderer(subject, html, text)
+    composer = Composer(cast(AppContext, _BenchContext()))
+    send = make_send(subject, html, text)
     private_pem, public_b64 = generate_dkim_keypair(2048)
     signer = DkimSigner("example.com", "bench", private_pem)
     people = contacts(max(count, dkim_count, baseline_count))
@@ -341,29 +300,37 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"renderer: {label}")
+    print("pipeline: postroom.delivery.compose.Composer.envelope + message.build_message")
     print(
         f"template: {len(html.encode()) / 1024:.1f} KB HTML source, "
         f"{html.count('href=') - 3} tracked links; one process, one core"
     )
 
     ours, our_stage, sample = timed(
-        "postroom builder", people[:count], render, build_message, sent_at
+        "postroom builder", people[:count], composer, send, build_message, sent_at
     )
     parsed = email.message_from_bytes(sample, policy=email.policy.default)
     assert parsed.get_body(("html",)) is not None and parsed["List-Unsubscribe-Post"]
+    html_part = parsed.get_body(("html",))
+    assert html_part is not None and html_part.get_content().count("/t/c/") == 20
+    print(f"of which the Jinja render alone: {render_only(people[:2000], composer, send):.0f} us")
 
     def build_signed(msg: OutgoingMessage) -> bytes:
         return build_message(msg, signer)
 
     signed, _, signed_sample = timed(
-        "postroom builder + DKIM rsa-2048", people[:dkim_count], render, build_signed, sent_at
+        "postroom builder + DKIM rsa-2048",
+        people[:dkim_count],
+        composer,
+        send,
+        build_signed,
+        sent_at,
     )
     record = dkim_dns_record(public_b64).encode()
     assert dkim.verify(signed_sample, dnsfunc=lambda name, timeout=5: record), "DKIM fails"
 
     baseline, base_stage, _ = timed(
-        "stdlib EmailMessage", people[:baseline_count], render, build_stdlib, sent_at
+        "stdlib EmailMessage", people[:baseline_count], composer, send, build_stdlib, sent_at
     )
     print(f"dkim: verified a sample with dkimpy; build_messages_dkim: {signed:.0f} msg/s")
     our_build = our_stage.build * 1e6 / our_stage.count

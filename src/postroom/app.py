@@ -12,6 +12,7 @@ from postroom import __version__
 from postroom.clock import Clock
 from postroom.config import Settings
 from postroom.context import AppContext
+from postroom.feedback.smtp import InboundServer
 from postroom.http.problems import install_problem_handlers
 from postroom.http.request_id import RequestIdMiddleware
 from postroom.wiring import build_scheduler, register_job_kinds, routers
@@ -35,9 +36,16 @@ def create_app(
         if run_worker:
             worker = Worker(context, context.jobs, build_scheduler(context))
             worker.start()
+        inbound: InboundServer | None = None
+        if context.settings.inbound_port is not None:
+            # The MX of the bounce and reply domains, on this process's event loop.
+            inbound = InboundServer(context)
+            await inbound.start()
         try:
             yield
         finally:
+            if inbound is not None:
+                await inbound.stop()
             if worker is not None:
                 await worker.stop()
             await context.engagement.stop()

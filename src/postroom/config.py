@@ -38,7 +38,14 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     bounce_domain: str | None = None
     reply_domain: str | None = None
-    inbound_port: int | None = None
+    inbound_port: int | None = Field(None, ge=0, le=65535)
+    inbound_host: str = "127.0.0.1"
+    # Inbound mail (feedback): the SMTP size limit, how much of a kept message is stored,
+    # and soft bounces: this many for one address within this many days suppress it.
+    inbound_max_message_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    inbound_keep_bytes: int = Field(256 * 1024, ge=1024)
+    soft_bounce_limit: int = Field(3, ge=1)
+    soft_bounce_days: int = Field(30, ge=1)
 
     # Background work.
     worker_concurrency: int = Field(4, ge=1, le=256)
@@ -55,8 +62,45 @@ class Settings(BaseSettings):
     delivery_lifetime_hours: int = Field(72, ge=1)
     # A relay that fails itself (auth, refused connection, 421) rests this long.
     relay_pause_seconds: int = Field(60, ge=1)
+    # Workers re-read workspaces' relay rows and sending domains' limits at most this often.
+    relay_refresh_seconds: float = Field(5.0, ge=0)
     smtp_max_connections: int = Field(4, ge=1, le=200)
     smtp_messages_per_connection: int = Field(100, ge=1)
+
+    # Campaigns: contacts per fan-out chunk (one INSERT … SELECT and one commit each);
+    # how long workers may trust a send's state (cancel/pause stop mail within this);
+    # how long a campaign may go without one delivery reaching a relay before it fails.
+    campaign_fanout_chunk: int = Field(20_000, ge=100, le=1_000_000)
+    campaign_state_cache_seconds: float = Field(1.0, ge=0, le=1.0)
+    campaign_relay_fail_hours: float = Field(24.0, gt=0)
+
+    # Double opt-in: unconfirmed subscriptions are removed after this long; the
+    # confirmation mail's sender when the list names none (default: no-reply@ the
+    # workspace's first sending domain, else the public host).
+    double_opt_in_expiry_hours: int = Field(72, ge=1)
+    double_opt_in_from: str | None = None
+
+    # Outbound webhooks. Private, loopback and link-local targets are refused unless
+    # allowed (a self-hosted install posting to its own LAN; the tests' local receiver).
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhooks_concurrency: int = Field(32, ge=1, le=512)  # requests in flight, all endpoints
+    webhooks_endpoint_concurrency: int = Field(8, ge=1, le=64)  # … to one endpoint
+    webhooks_claim_batch: int = Field(200, ge=1, le=5000)
+    webhooks_outbox_batch: int = Field(2000, ge=1, le=50_000)
+    # How long a hole in the events sequence (an uncommitted or rolled-back insert on
+    # PostgreSQL) is waited for before it is taken as rolled back.
+    webhooks_outbox_hole_seconds: int = Field(300, ge=1)
+
+    # Analytics consumer: on PostgreSQL it reads only events whose seq was seen at least
+    # this many seconds ago (a transaction may commit a lower seq after a higher one);
+    # events per batch and batches per scheduler tick; a click this soon after the
+    # message was sent is a security scanner's.
+    analytics_lag_seconds: int = Field(10, ge=0)
+    # (A batch holds SQLite's write lock while applied: 10,000 events take ~0.3 s here.)
+    analytics_batch_size: int = Field(10_000, ge=1)
+    analytics_batches_per_tick: int = Field(3, ge=1)
+    analytics_scanner_click_seconds: int = Field(10, ge=0)
 
     # HTTP.
     idempotency_ttl_hours: int = Field(24, ge=1)

@@ -43,6 +43,7 @@ from postroom.models.contacts import (
     Suppression,
     email_hash,
 )
+from postroom.models.platform import Event
 from postroom.models.workspaces import Workspace
 from tests.support.databases import fresh_pg_database
 
@@ -105,7 +106,7 @@ async def _reset(db: SegmentDb, conn: AsyncConnection | None = None) -> None:
         async with db.engine.begin() as own:
             await _reset(db, own)
         return
-    for table in (Subscription, Suppression, Contact):
+    for table in (Subscription, Suppression, Event, Contact):
         await conn.execute(delete(table))
 
 
@@ -216,6 +217,15 @@ DATE_VALUES = [
     "2026-03-02T10:00:00+01:00",
 ]
 AMOUNTS = [1, 2, 30, 59.5, 60, 1440]
+EVENT_TYPES = ["email.opened", "email.clicked", "email.sent", "signup"]
+EVENT_FIELDS = ["email.opened", "email.clicked", "event.email.sent", "event.signup", "event.none"]
+EVENT_OPS = [
+    "triggered",
+    "notTriggered",
+    "triggeredWithin",
+    "notTriggeredWithin",
+    "triggeredOlderThan",
+]
 STABLE_LIST_IDS = (*(str(uuid.UUID(int=n)) for n in range(1, 4)), str(uuid.UUID(int=99)))
 
 attribute_scalars = st.sampled_from([None, *ATTRIBUTE_SCALARS])
@@ -248,6 +258,9 @@ contacts = st.fixed_dictionaries(
         "memberships": st.fixed_dictionaries(
             {}, optional=dict.fromkeys(range(3), st.sampled_from(SUBSCRIPTION_STATUSES))
         ),
+        "events": st.lists(
+            st.tuples(st.sampled_from(EVENT_TYPES), st.sampled_from(DATES)), max_size=3
+        ),
     }
 ).map(_with_email)
 
@@ -279,9 +292,19 @@ ALL_OPS = [*TEXT_OPS, *ORDER_OPS, "exists", "notExists", "within", "olderThan"]
 @st.composite
 def rules(draw: st.DrawFn) -> dict[str, Any]:
     # Attributes have the most cases, so they come up most.
-    kind = draw(st.sampled_from(["email", "status", "text", "date", "list", *["attr"] * 5]))
+    kind = draw(
+        st.sampled_from(
+            ["email", "status", "text", "date", "list", "event", "event", *["attr"] * 5]
+        )
+    )
     rule: dict[str, Any] = {}
-    if kind == "email":
+    if kind == "event":
+        operator = draw(st.sampled_from(EVENT_OPS))
+        rule = {"field": draw(st.sampled_from(EVENT_FIELDS)), "operator": operator}
+        if operator not in ("triggered", "notTriggered"):
+            rule["value"] = draw(st.sampled_from(AMOUNTS))
+            rule["unit"] = draw(st.sampled_from(["minutes", "hours", "days"]))
+    elif kind == "email":
         operator = draw(st.sampled_from(TEXT_OPS))
         exact = operator in ("equals", "notEquals", "in")
         full = [f"{local}@x.io" for local in [*EMAIL_LOCALS, "ANN", "ÉMILE"]]
@@ -373,11 +396,26 @@ async def test_sql_matches_the_python_evaluator(
     rows: list[dict[str, Any]] = []
     subscriptions: list[tuple[uuid.UUID, uuid.UUID, str]] = []
     subscribed_to: dict[uuid.UUID, set[str]] = {}
+    events: list[dict[str, Any]] = []
+    events_of: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for person in people:
-        fields = {k: v for k, v in person.items() if k != "memberships"}
+        fields = {k: v for k, v in person.items() if k not in ("memberships", "events")}
         row = _contact_row(db, **fields)
         rows.append(row)
         subscribed_to[row["id"]] = set()
+        events_of[row["id"]] = []
+        for type_, moment in person["events"]:
+            events_of[row["id"]].append({"type": type_, "occurred_at": moment})
+            events.append(
+                {
+                    "id": uuid.uuid4(),
+                    "workspace_id": db.workspace_id,
+                    "type": type_,
+                    "contact_id": row["id"],
+                    "data": {},
+                    "occurred_at": moment,
+                }
+            )
         for index, status in person["memberships"].items():
             subscriptions.append((db.list_ids[index], row["id"], status))
             if status == "subscribed":
@@ -391,6 +429,8 @@ async def test_sql_matches_the_python_evaluator(
     async with db.engine.begin() as conn:
         await _reset(db, conn)
         await _insert(db, rows, subscriptions, conn)
+        if events:
+            await conn.execute(insert(Event), events)
         result = await conn.execute(select(Contact.__table__))
         stored = [dict(row) for row in result.mappings()]
         for condition in queries:
@@ -400,7 +440,13 @@ async def test_sql_matches_the_python_evaluator(
             expected = {
                 row["id"]
                 for row in stored
-                if evaluate_filter(condition, row, now=NOW, list_ids=subscribed_to[row["id"]])
+                if evaluate_filter(
+                    condition,
+                    row,
+                    now=NOW,
+                    list_ids=subscribed_to[row["id"]],
+                    events=events_of[row["id"]],
+                )
             }
             assert matched == expected, condition.model_dump()
 

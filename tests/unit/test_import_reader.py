@@ -477,3 +477,110 @@ def test_a_multi_line_record_with_too_many_cells_is_re_read_from_its_second_line
     rows, errors = read(data)
     assert emails_by_line(rows) == [(3, "b@example.com"), (5, "d@example.com")]
     assert errors_by_line(errors) == [(2, "too_many_cells"), (4, "too_many_cells")]
+
+
+# --- batches for the database (import_batches) --------------------------------------------
+
+
+def test_import_batches_keep_order_lines_and_split_on_repeated_keys() -> None:
+    from postroom.contacts.import_batches import import_batches
+    from postroom.models.contacts import email_hash
+
+    data = b"\n".join(
+        [
+            b"email,external_id,status,subscribed,plan,age:number",
+            b"a@example.com,x1,,,pro,1",  # 2
+            b"nope,,,,,",  # 3
+            b"b@example.com,,,no,,",  # 4
+            b"A@EXAMPLE.com,,,,,2",  # 5 repeats a: a new batch starts here
+            b"c@example.com,x1,Bounced,,,",  # 6 repeats x1 of line 2, in the batch after
+            b"d@example.com,,,,,",  # 7
+        ]
+    )
+    for dialect in ("sqlite", "postgresql"):
+        batches = list(import_batches(io.BytesIO(data), dialect=dialect, batch_size=3))
+        assert [(b.lines, [e.line for e in b.errors]) for b in batches] == [
+            ([2, 4], [3]),
+            ([5, 6, 7], []),
+        ]
+        rows = [b.rows for b in batches]
+        assert all(r is not None for r in rows)
+        contacts = [c for r in rows for c in r.contacts()]  # type: ignore[union-attr]
+        assert [c.email_key for c in contacts] == [
+            "a@example.com",
+            "b@example.com",
+            "a@example.com",
+            "c@example.com",
+            "d@example.com",
+        ]
+        assert contacts[0].attributes == {"plan": "pro", "age": 1}
+        assert [c.status for c in contacts] == [None, "unsubscribed", None, "bounced", None]
+        assert contacts[2].email == "A@example.com" and contacts[3].external_id == "x1"
+        ids = [i for r in rows for i in r.ids]  # type: ignore[union-attr]
+        assert ids == sorted(ids) and len(set(ids)) == 5
+        if dialect == "sqlite":
+            first = rows[0].rows[0]  # type: ignore[union-attr,index]
+            assert first[0] == ids[0] and first[3] == email_hash("a@example.com")
+            assert first[10] == '{"plan":"pro","age":1}'
+        else:
+            assert rows[0].rows is None and rows[0].document is not None  # type: ignore[union-attr]
+
+
+def test_import_batches_keep_attribute_deletions_as_patches() -> None:
+    from postroom.contacts.import_batches import import_batches
+
+    data = b'{"email": "a@example.com", "attributes": {"x": null, "y": 1}}\n{"email": "b@example.com"}\n'
+    for dialect in ("sqlite", "postgresql"):
+        [batch] = list(import_batches(io.BytesIO(data), dialect=dialect))
+        assert batch.rows is not None and batch.rows.patches == {0: {"x": None, "y": 1}}
+        first, second = batch.rows.contacts()
+        assert first.attributes == {"x": None, "y": 1} and second.attributes == {}
+
+
+def test_import_batches_flush_errors_in_bounded_batches() -> None:
+    from postroom.contacts.import_batches import import_batches
+
+    data = b"email\n" + b"bad\n" * 7 + b"ok@example.com\n"
+    batches = list(import_batches(io.BytesIO(data), dialect="sqlite", batch_size=3))
+    assert [len(b.errors) for b in batches] == [3, 3, 1]
+    assert batches[-1].lines == [9]
+
+
+@pytest.mark.parametrize("kind", ["string", "number", "boolean", "date", "datetime"])
+def test_column_converters_agree_with_convert_attribute(kind: str) -> None:
+    from postroom.contacts.contact_fields import attribute_converter, convert_attribute
+
+    samples = [
+        " 42 ",
+        "-7",
+        "1.5",
+        "2e3",
+        "1e999",
+        "nan",
+        "abc",
+        "",
+        " ",
+        "yes",
+        "No",
+        "0",
+        "2024-02-29",
+        "2023-02-29",
+        " 2024-01-01 ",
+        "2024-1-1",
+        "2024-05-01T09:30:00",
+        "2024-05-01T09:30:00+02:00",
+        "12345678901234567890",
+        ".5",
+        "+3",
+    ]
+    convert = attribute_converter("a", kind)  # type: ignore[arg-type]
+    for sample in samples * 2:  # twice: the date memo must answer as the first time
+        try:
+            expected: object = convert_attribute("a", kind, sample)  # type: ignore[arg-type]
+        except FieldError as exc:
+            expected = (exc.field, exc.message, exc.code)
+        try:
+            got: object = convert(sample)
+        except FieldError as exc:
+            got = (exc.field, exc.message, exc.code)
+        assert got == expected and type(got) is type(expected), sample

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import quopri
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
@@ -15,12 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from postroom.delivery import mime
 from postroom.delivery.message import (
     HeaderInjectionError,
     MessageBuildError,
     OutgoingMessage,
     build_message,
 )
+from postroom.delivery.mime import WireReady
+from postroom.delivery.smtp_pool import wire_payload
 
 DATE = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 DELIVERY_ID = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
@@ -76,6 +80,10 @@ def assert_wire_format(raw: bytes) -> None:
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     assert raw.isascii()
     assert re.search(rb"[ \t]\r\n", raw.partition(b"\r\n\r\n")[2]) is None
+    # No line starts with a dot, so SMTP sends the bytes as they are (no dot-stuffing).
+    assert isinstance(raw, WireReady)
+    assert not raw.startswith(b".") and b"\n." not in raw
+    assert wire_payload(raw) == wire_payload(bytes(raw))
     # RFC 2047 5: each encoded word holds whole characters and is at most 75 long.
     for word in re.finditer(rb"=\?UTF-8\?B\?([A-Za-z0-9+/=]*)\?=", header_block(raw)):
         assert len(word.group()) <= 75
@@ -401,3 +409,113 @@ def test_any_unicode_round_trips(
         assert body_text(message, "plain") == normalised(text)
     if html:
         assert body_text(message, "html") == normalised(html)
+
+
+# --- the quoted-printable line table (mime._QP_LINES) ---------------------------------
+
+QP_LINE_POOL = [
+    "",
+    " ",
+    "plain words",
+    "trailing space ",
+    "trailing tab\t",
+    "=",
+    "a=b",
+    "é",
+    "Grüße aus Zürich — “quoted” €5",
+    "x" * 75,
+    "x" * 76,
+    "x" * 77,
+    "y" * 73 + "é",
+    "z" * 74 + "=" + "z" * 80,
+    ".leading dot",
+    "é=" * 60,
+    '<a href="https://example.com/?a=1&amp;b=2">link</a> ' * 4,
+]
+
+
+def _qp_cold(data: bytes) -> bytes:
+    """The encoding with an empty line table (everything computed afresh)."""
+    saved = dict(mime._QP_LINES)
+    mime._QP_LINES.clear()
+    try:
+        return mime.quoted_printable(data)
+    finally:
+        mime._QP_LINES.clear()
+        mime._QP_LINES.update(saved)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(QP_LINE_POOL), max_size=12), min_size=1, max_size=6))
+def test_quoted_printable_from_the_line_table_equals_a_fresh_encoding(
+    bodies: list[list[str]],
+) -> None:
+    # Many messages sharing lines in different neighbourhoods (and at the end, where
+    # trailing whitespace matters too): cached lines must give the same bytes.
+    for lines in bodies:
+        text = "\n".join(lines)
+        data = text.encode()
+        warm = mime.quoted_printable(data)
+        assert warm == _qp_cold(data)
+        assert quopri.decodestring(warm.replace(b"\r\n", b"\n")) == data
+        assert all(len(line) <= 76 for line in warm.split(b"\r\n"))
+        assert re.search(rb"[ \t]\r\n|[ \t]\Z", warm) is None
+
+
+def test_same_html_for_many_recipients_round_trips_through_the_parser() -> None:
+    template = "<p>Hello {name} — “welcome”</p>\n" + "<p>" + "shared é line " * 20 + "</p>\n"
+    for name in ("Zoë", "Bob", "Zoë", "José  ", "Bob"):
+        html = template.format(name=name)
+        raw = build_message(outgoing(html=html, text=None))
+        assert_wire_format(raw)
+        assert parse(raw).get_content() == html.replace("\n", "\r\n")
+
+
+def test_the_line_table_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mime, "_QP_LINES_MAX", 10)
+    mime._QP_LINES.clear()
+    for index in range(50):
+        data = f"é line {index}\nanother é {index}\nthird é {index}".encode()
+        assert quopri.decodestring(mime.quoted_printable(data).replace(b"\r\n", b"\n")) == data
+        assert len(mime._QP_LINES) <= 10
+    mime._QP_LINES.clear()
+
+
+@pytest.mark.parametrize("width", [70, 72, 73, 74, 75, 76, 77, 150])
+def test_no_body_line_starts_with_a_dot(width: int) -> None:
+    # Dots at the start of lines and right where soft line breaks fall.
+    line = ".".join("y" * (width - 1) for _ in range(4)) + "é"
+    text = ".starts with a dot\n..two\n.\n" + line + "\nend."
+    for html in (None, line + "\n.x"):
+        raw = build_message(outgoing(text=text, html=html))
+        assert_wire_format(raw)
+        message = parse(raw)
+        assert body_text(message, "plain") == text
+        if html:
+            assert body_text(message, "html") == html
+
+
+def test_ascii_text_with_a_leading_dot_goes_quoted_printable() -> None:
+    raw = build_message(outgoing(text="a\n.b\n", html=None))
+    assert_wire_format(raw)
+    assert transfer_encoding(parse(raw), "plain") == "quoted-printable"
+    assert b"\r\n=2Eb\r\n" in raw
+
+
+def test_an_extra_header_name_with_a_leading_dot_is_not_marked_wire_ready() -> None:
+    raw = build_message(outgoing(headers={".X-Odd": "1"}))
+    assert not isinstance(raw, WireReady)
+    assert wire_payload(raw).startswith(b"From:") and b"\r\n..X-Odd: 1\r\n" in wire_payload(raw)
+
+
+def test_the_7bit_line_table_never_lets_a_bad_line_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mime, "_7BIT_LINES_MAX", 6)
+    mime._7BIT_LINES.clear()
+    good = "<p>plain ascii</p>\n<p>more</p>\n"
+    for index in range(30):
+        assert mime.encode_text_body(good + f"<p>{index}</p>\n", "=_b")[0] == "7bit"
+        assert len(mime._7BIT_LINES) <= 6
+    for bad in ("trailing space \n", ".dot\n", "x" * 999 + "\n", "tab\t\n", "bell\x07\n"):
+        # Known-good lines around one bad line: the bad one still decides.
+        assert mime.encode_text_body(good + bad + good, "=_b")[0] == "quoted-printable"
+    mime._7BIT_LINES.clear()

@@ -130,7 +130,7 @@ def test_every_problem_is_reported_at_its_path() -> None:
         ("groups.0.filters.5.value.1", "invalid_value"),
         ("groups.0.filters.5.value.2", "invalid_value"),
         ("groups.0.filters.6.operator", "operator_not_allowed"),
-        ("groups.0.filters.7.operator", "not_supported_yet"),
+        ("groups.0.filters.7.operator", "operator_not_allowed"),
         ("groups.1.conditions.groups.1.filters.0.value", "invalid_value"),
         ("groups.2", "empty_group"),
     ]
@@ -166,7 +166,11 @@ def test_every_problem_is_reported_at_its_path() -> None:
         (rule('data.a"b', "equals", 1), "field", "invalid_attribute_key"),
         (rule("data.café", "equals", 1), "field", "invalid_attribute_key"),
         (rule("data.", "exists"), "field", "invalid_attribute_key"),
-        (rule("event.purchase", "equals", 1), "field", "not_supported_yet"),
+        (rule("event.purchase", "equals", 1), "operator", "operator_not_allowed"),
+        (rule("event. padded", "triggered"), "field", "invalid_event_name"),
+        (rule("email.opened", "triggeredWithin", 3), "unit", "invalid_unit"),
+        (rule("event.signup", "triggered") | {"campaign": LIST_ID}, "campaign", "invalid_campaign"),
+        (rule("email.sent", "triggered") | {"campaign": "nope"}, "campaign", "invalid_campaign"),
     ],
 )
 def test_bad_values_are_named(bad_rule: dict[str, Any], path: str, code: str) -> None:
@@ -196,11 +200,19 @@ def test_a_filter_holds_one_hundred_conditions_at_most() -> None:
     assert problems_of(over) == [("groups", "too_many_filters")]
 
 
-def test_event_operators_are_known_and_refused_until_events_exist() -> None:
-    assert {"triggered", "triggeredWithin", "triggeredOlderThan", "notTriggered"} == EVENT_OPERATORS
+def test_event_operators_apply_to_event_fields_only() -> None:
+    assert {
+        "triggered",
+        "triggeredWithin",
+        "triggeredOlderThan",
+        "notTriggered",
+        "notTriggeredWithin",
+    } == EVENT_OPERATORS
     with pytest.raises(InvalidFilter) as caught:
         parse_filter(one("data.x", "triggeredWithin", 3, "days"))
-    assert "events" in caught.value.problems[0].message
+    assert "event" in caught.value.problems[0].message
+    parse_filter(one("event.signup", "triggeredWithin", 3, "days"))
+    parse_filter(one("email.opened", "notTriggered"))
 
 
 def test_invalid_filter_is_a_validation_error_that_can_be_moved_under_a_prefix() -> None:

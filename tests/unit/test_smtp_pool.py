@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -27,12 +28,24 @@ class _CountingHandler(RecordingHandler):
 
     server: CountingSmtpServer
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.server.mail_by_peer[session.peer] += 1
         if self.server.mail_delay:
             await asyncio.sleep(self.server.mail_delay)
+        if self.server.goodbye_next_mail:
+            self.server.goodbye_next_mail = False
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.4.2 Error: timeout exceeded"
         if self.server.drop_next_mail:
             # A relay that timed out an idle connection: the next command finds it gone.
             self.server.drop_next_mail = False
@@ -44,10 +57,12 @@ class _CountingHandler(RecordingHandler):
 class CountingSmtpServer(TestSmtpServer):
     __test__ = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
         super().__init__()
+        self.pipelining = pipelining
         self.mail_by_peer: Counter[Any] = Counter()
         self.drop_next_mail = False
+        self.goodbye_next_mail = False
         self.mail_delay = 0.0
         self.controller.handler = _CountingHandler(self)
 
@@ -55,6 +70,7 @@ class CountingSmtpServer(TestSmtpServer):
         super().reset()
         self.mail_by_peer.clear()
         self.drop_next_mail = False
+        self.goodbye_next_mail = False
         self.mail_delay = 0.0
 
     @property
@@ -62,9 +78,11 @@ class CountingSmtpServer(TestSmtpServer):
         return len(self.mail_by_peer)
 
 
-@pytest.fixture(scope="module")
-def counting_server() -> Iterator[CountingSmtpServer]:
-    server = CountingSmtpServer()
+# Every pool test runs against a relay without PIPELINING (one command per round trip)
+# and one that advertises it (MAIL, RCPT and DATA in one write): the outcomes must match.
+@pytest.fixture(scope="module", params=[False, True], ids=["lockstep", "pipelined"])
+def counting_server(request: pytest.FixtureRequest) -> Iterator[CountingSmtpServer]:
+    server = CountingSmtpServer(pipelining=request.param)
     server.start()
     yield server
     server.stop()
@@ -415,3 +433,232 @@ def test_weighted_choice_validates_relays() -> None:
         WeightedRelayChooser([("a", 1), ("a", 2)])
     with pytest.raises(ValueError, match="negative"):
         WeightedRelayChooser([("a", -1)])
+
+
+class ScriptedRelay:
+    """A relay that answers from a script and records what arrived in each read, to see
+    the client's writes: with PIPELINING, MAIL, RCPT and DATA must arrive together."""
+
+    def __init__(self, rcpt_reply: bytes = b"250 ok", data_reply: bytes = b"354 go") -> None:
+        self.rcpt_reply = rcpt_reply
+        self.data_reply = data_reply
+        self.chunks: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedRelay:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        buffer = b""
+        in_data = False
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            self.chunks.append(chunk)
+            buffer += chunk
+            while True:
+                if in_data:
+                    end = buffer.find(b"\r\n.\r\n")
+                    if end < 0 and not buffer.startswith(b".\r\n"):
+                        break
+                    end = 0 if buffer.startswith(b".\r\n") else end + 2
+                    message, buffer = buffer[:end], buffer[end + 3 :]
+                    self.messages.append(message)
+                    writer.write(b"250 2.0.0 queued\r\n" if message else b"554 5.5.1 no rcpt\r\n")
+                    in_data = False
+                    continue
+                line, sep, rest = buffer.partition(b"\r\n")
+                if not sep:
+                    break
+                buffer = rest
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-scripted\r\n250-8BITMIME\r\n250 PIPELINING\r\n")
+                elif verb == b"MAIL" or verb == b"RSET":
+                    writer.write(b"250 ok\r\n")
+                elif verb == b"RCPT":
+                    writer.write(self.rcpt_reply + b"\r\n")
+                elif verb == b"DATA":
+                    writer.write(self.data_reply + b"\r\n")
+                    in_data = self.data_reply.startswith(b"354")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
+            await writer.drain()
+        writer.close()
+
+
+def scripted_pool(relay: ScriptedRelay) -> SmtpRelayPool:
+    config = parse_relay_url(f"smtp://127.0.0.1:{relay.port}?timeout=5&helo=client.test")
+    return SmtpRelayPool(config, max_connections=1, max_messages_per_connection=100)
+
+
+async def test_pipelining_sends_mail_rcpt_and_data_in_one_write() -> None:
+    async with ScriptedRelay() as relay:
+        pool = scripted_pool(relay)
+        results = await pool.send_many(envelopes(3))
+        await pool.close()
+    assert kinds(results) == ["sent"] * 3
+    assert [m.endswith(b"Hello there.\r\n") for m in relay.messages] == [True] * 3
+    commands = [chunk for chunk in relay.chunks if chunk.startswith(b"MAIL FROM:")]
+    assert len(commands) == 3
+    assert all(
+        chunk.endswith(b"\r\nDATA\r\n") and b"\r\nRCPT TO:<user" in chunk for chunk in commands
+    )
+
+
+async def test_pipelined_refused_recipient_with_data_accepted_anyway() -> None:
+    # RFC 2920: a relay may answer 354 to a pipelined DATA although no RCPT succeeded;
+    # the client then ends the transaction with an empty message and stays in step.
+    async with ScriptedRelay(rcpt_reply=b"550 5.1.1 no such user") as relay:
+        pool = scripted_pool(relay)
+        results = await pool.send_many(envelopes(2))
+        relay.rcpt_reply = b"250 ok"
+        later = await pool.send_many(envelopes(1))
+        await pool.close()
+    assert kinds(results) == ["bounced", "bounced"]
+    assert results[0].outcome.enhanced == "5.1.1"
+    assert kinds(later) == ["sent"]
+    assert relay.messages[:2] == [b"", b""]  # the two empty ends, nothing delivered
+    assert pool.connections_opened == 1
+
+
+async def test_pipelined_refused_recipient_with_data_refused() -> None:
+    async with ScriptedRelay(rcpt_reply=b"452 4.2.2 mailbox full", data_reply=b"554 no rcpt") as r:
+        pool = scripted_pool(r)
+        results = await pool.send_many(envelopes(2))
+        await pool.close()
+    assert kinds(results) == ["deferred", "deferred"]
+    assert results[0].outcome.code == 452
+    assert r.messages == []
+    assert pool.connections_opened == 1
+
+
+def test_wire_payload_fast_path_matches_the_general_one() -> None:
+    for data in (b"a\r\nb\r\n", b"a\r\n.b\r\n", b".x\r\ny", b"a\nb\r\nc\rd", b"\r\n.\r\n"):
+        expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        if not expected.endswith(b"\r\n"):
+            expected += b"\r\n"
+        expected = (b"." if expected.startswith(b".") else b"") + expected
+        assert wire_payload(data) == expected.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+def _self_signed(tmp_path: Any) -> ssl.SSLContext:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+class _TlsHandler(_CountingHandler):
+    """Records like the counting handler, advertises PIPELINING, and notes whether each
+    MAIL FROM arrived over TLS."""
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.server.tls_mail.append(server.transport.get_extra_info("ssl_object") is not None)
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+
+@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
+async def test_transactions_run_over_tls_after_starttls_or_implicit_tls(
+    tmp_path: Any, scheme: str
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    context = _self_signed(tmp_path)
+    server = CountingSmtpServer(pipelining=True)
+    server.tls_mail = []  # type: ignore[attr-defined]
+    handler = _TlsHandler(server)
+    options: dict[str, Any] = (
+        {"tls_context": context, "require_starttls": True}
+        if scheme == "smtp+starttls"
+        else {"ssl_context": context}
+    )
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        # aiosmtpd only counts STARTTLS as TLS for AUTH; with implicit TLS it is TLS anyway.
+        auth_require_tls=scheme == "smtp+starttls",
+        authenticator=server.controller.SMTP_kwargs["authenticator"],
+        server_hostname="localhost",
+        **options,
+    )
+    controller.start()
+    try:
+        url = (
+            f"{scheme}://user:secret@127.0.0.1:{controller.port}"
+            "?timeout=5&helo=client.test&tls_verify=false"
+        )
+        pool = SmtpRelayPool(
+            parse_relay_url(url), max_connections=2, max_messages_per_connection=50
+        )
+        results = await pool.send_many(envelopes(6))
+        await pool.close()
+    finally:
+        controller.stop()
+    assert kinds(results) == ["sent"] * 6, results[0].response
+    assert server.tls_mail == [True] * 6  # type: ignore[attr-defined]
+    assert server.logins[-1] == ("user", "secret")
+    assert sorted(server.recipients()) == sorted(e.rcpt_to for e in envelopes(6))
+
+
+async def test_an_idle_timeout_goodbye_is_not_taken_for_a_refusal(
+    relay: CountingSmtpServer,
+) -> None:
+    # Postfix closes idle sessions with "421 4.4.2 … timeout exceeded", written before our
+    # next MAIL FROM arrives: that reply is the goodbye, not the relay refusing mail.
+    pool = make_pool(relay, connections=1)
+    assert kinds(await pool.send_many(envelopes(1))) == ["sent"]
+    relay.goodbye_next_mail = True
+    results = await pool.send_many(envelopes(1))
+    await pool.close()
+    assert kinds(results) == ["sent"]
+    assert pool.connections_opened == 2
+    assert pool.healthy

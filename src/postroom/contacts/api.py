@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -22,13 +21,14 @@ from postroom.contacts.schemas import (
     ContactWrite,
 )
 from postroom.contacts.service import ContactService
-from postroom.errors import NotFound, ValidationFailed
+from postroom.errors import NotFound
 from postroom.http.access import requires
 from postroom.http.deps import Ctx, Session, WorkspaceId
+from postroom.http.instants import UtcInstant
 from postroom.http.pagination import (
     Page,
     PageParams,
-    decode_cursor,
+    decode_int_cursor,
     encode_cursor,
     page_of,
     page_params,
@@ -50,18 +50,23 @@ def _out(contact: Contact) -> ContactOut:
 async def _subscribe_to(
     session: Any,
     workspace_id: uuid.UUID,
-    now: datetime,
+    ctx: Ctx,
     list_ids: list[uuid.UUID],
     contact_ids: list[uuid.UUID],
 ) -> None:
     if not list_ids or not contact_ids:
         return
-    lists = ListService(session, workspace_id, now)
+    lists = ListService(session, workspace_id, ctx.clock.now(), ctx=ctx)
     for list_id in list_ids:
         await lists.subscribe(await lists.get(list_id), contact_ids, source="api")
 
 
-@router.post("/v1/contacts", status_code=201, **requires("contacts:write"))
+@router.post(
+    "/v1/contacts",
+    status_code=201,
+    responses={200: {"model": ContactOut, "description": "An existing contact was updated"}},
+    **requires("contacts:write"),
+)
 async def upsert_contact(
     body: ContactWrite, response: Response, session: Session, workspace_id: WorkspaceId, ctx: Ctx
 ) -> ContactOut:
@@ -75,7 +80,7 @@ async def upsert_contact(
         if await lists.lists.get(list_id) is None:
             raise NotFound(f"lists.{index}: list", list_id)
     result = await service.upsert(body.model_dump(exclude={"lists"}, exclude_none=True))
-    await _subscribe_to(session, workspace_id, now, body.lists, [result.contact.id])
+    await _subscribe_to(session, workspace_id, ctx, body.lists, [result.contact.id])
     response.status_code = 201 if result.created else 200
     return _out(result.contact)
 
@@ -88,7 +93,9 @@ async def list_contacts(
     status: ContactStatus | None = None,
     list_id: uuid.UUID | None = None,
     locale: Annotated[str | None, Query(max_length=35)] = None,
-    updated_since: datetime | None = None,
+    updated_since: Annotated[
+        UtcInstant | None, Query(description="An instant; without an offset it is UTC")
+    ] = None,
     search: Annotated[
         str | None,
         Query(min_length=1, max_length=320, description="Prefix of email, first or last name"),
@@ -132,7 +139,7 @@ async def bulk_upsert_contacts(
             raise NotFound(f"lists.{index}: list", list_id)
     outcomes = await ContactService(session, workspace_id, now).bulk_upsert(body.contacts)
     ok = [o.contact_id for o in outcomes if o.contact_id is not None]
-    await _subscribe_to(session, workspace_id, now, body.lists, ok)
+    await _subscribe_to(session, workspace_id, ctx, body.lists, ok)
     results = [
         BulkRowResult(
             index=o.index,
@@ -210,12 +217,7 @@ async def contact_events(
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Page[dict[str, Any]]:
     """The contact's events, newest first."""
-    after = None
-    if cursor is not None:
-        raw = decode_cursor(cursor)
-        if not raw.isdigit():
-            raise ValidationFailed.single("cursor", "is not a cursor this API returned")
-        after = int(raw)
+    after = decode_int_cursor(cursor)
     rows = await ContactRepository(session, workspace_id).events_of(contact_id, after, limit)
     next_cursor = encode_cursor(str(rows[limit - 1].seq)) if len(rows) > limit else None
     data = [

@@ -49,7 +49,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Final, Literal
 
@@ -59,6 +59,7 @@ from postroom.contacts.contact_fields import (
     AttributeType,
     ContactInput,
     FieldError,
+    attribute_converter,
     canonical_key,
     contact_from_fields,
     convert_attribute,
@@ -376,7 +377,7 @@ class _ColumnPlan:
     width: int
     fields: list[tuple[int, str]]
     text_attributes: list[tuple[int, str]]
-    typed_attributes: list[tuple[int, str, AttributeType]]
+    typed_attributes: list[tuple[int, str, Callable[[str], object]]]
 
 
 def _read_csv(
@@ -421,9 +422,9 @@ def _read_csv(
             if (cell := cells[index])
         }
         try:
-            for index, name, kind in plan.typed_attributes:
+            for index, name, convert in plan.typed_attributes:
                 if cell := cells[index]:
-                    attributes[name] = convert_attribute(name, kind, _unguard(cell))
+                    attributes[name] = convert(cell if cell[0] != "'" else _unguard(cell))
             if fields or attributes:  # else every cell is empty: a blank record
                 contact = contact_from_fields(fields, attributes, default_region=region)
                 yield ImportRow(line, contact)
@@ -457,7 +458,7 @@ def _column_plan(header: list[str], targets: Mapping[str, _Target]) -> _ColumnPl
         elif attribute_type is None:
             plan.text_attributes.append((index, name))
         else:
-            plan.typed_attributes.append((index, name, attribute_type))
+            plan.typed_attributes.append((index, name, attribute_converter(name, attribute_type)))
     if ("field", "email") not in seen:
         return "no email column: name one 'email' (or 'E-mail', 'Email Address') or map one"
     return plan

@@ -31,9 +31,19 @@ async def run_membership(job: JobContext, payload: dict[str, Any]) -> dict[str, 
         subscriptions = SubscriptionRepository(session, job.workspace_id)
         if payload["action"] == "subscribe":
             status = "unconfirmed" if row.double_opt_in else "subscribed"
+            changed_ids: list[uuid.UUID] = []
             changed = await subscriptions.subscribe_matching(
-                row.id, where, status=status, now=now, source=payload.get("source") or "filter"
+                row.id,
+                where,
+                status=status,
+                now=now,
+                source=payload.get("source") or "filter",
+                changed_ids=changed_ids,
             )
+            if row.double_opt_in and changed_ids:
+                from postroom.contacts.double_opt_in import DoubleOptIn
+
+                await DoubleOptIn(ctx, session, job.workspace_id, now).queue(row, changed_ids)
         else:
             changed = await subscriptions.unsubscribe_matching(row.id, where, now)
     return {"changed": changed}

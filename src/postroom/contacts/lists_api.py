@@ -121,7 +121,7 @@ async def _change(
     if body.filter is None and not body.contact_ids and not body.emails:
         raise ValidationFailed.single("contact_ids", "give contact_ids, emails or a filter")
     now = ctx.clock.now()
-    service = ListService(session, workspace_id, now)
+    service = ListService(session, workspace_id, now, ctx=ctx)
     row = await service.get(list_id)
     if body.filter is not None:
         if body.contact_ids or body.emails:

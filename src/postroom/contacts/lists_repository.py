@@ -158,9 +158,18 @@ class SubscriptionRepository:
         return list(result.scalars())
 
     async def subscribe_matching(
-        self, list_id: uuid.UUID, where: Any, *, status: str, now: datetime, source: str | None
+        self,
+        list_id: uuid.UUID,
+        where: Any,
+        *,
+        status: str,
+        now: datetime,
+        source: str | None,
+        changed_ids: list[uuid.UUID] | None = None,
     ) -> int:
-        """Subscribe every contact matching ``where`` (set-based, for filter jobs)."""
+        """Subscribe every contact matching ``where`` (set-based, for filter jobs). The
+        contacts whose subscription changed are appended to ``changed_ids`` when given
+        (double opt-in mails them)."""
         updated = await self.session.execute(
             update(Subscription)
             .where(
@@ -174,7 +183,10 @@ class SubscriptionRepository:
             .returning(Subscription.contact_id)
             .execution_options(synchronize_session=False)
         )
-        changed = len(updated.all())
+        updated_ids = list(updated.scalars())
+        changed = len(updated_ids)
+        if changed_ids is not None:
+            changed_ids.extend(updated_ids)
         selected = select(
             Contact.id.label("contact_id"),
         ).where(
@@ -210,7 +222,10 @@ class SubscriptionRepository:
             )
             .returning(Subscription.contact_id)
         )
-        return changed + len(result.all())
+        inserted_ids = list(result.scalars())
+        if changed_ids is not None:
+            changed_ids.extend(inserted_ids)
+        return changed + len(inserted_ids)
 
     async def unsubscribe_matching(self, list_id: uuid.UUID, where: Any, now: datetime) -> int:
         result = await self.session.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,14 +23,27 @@ from postroom.events.service import record_many
 from postroom.ids import uuid7
 from postroom.models.contacts import ContactList, Suppression, email_hash
 
+if TYPE_CHECKING:
+    from postroom.contacts.double_opt_in import DoubleOptIn
+    from postroom.context import AppContext
+
 DEFAULT_LIST_NAME = "Newsletter"
 
 
 class ListService:
-    def __init__(self, session: AsyncSession, workspace_id: uuid.UUID, now: datetime) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        workspace_id: uuid.UUID,
+        now: datetime,
+        *,
+        ctx: AppContext | None = None,
+    ) -> None:
         self.session = session
         self.workspace_id = workspace_id
         self.now = now
+        # Needed to sign confirmation links when subscribing to a double opt-in list.
+        self.ctx = ctx
         self.lists = ListRepository(session, workspace_id)
         self.subscriptions = SubscriptionRepository(session, workspace_id)
 
@@ -127,7 +141,16 @@ class ListService:
         await self._events(
             "contact.subscribed", changed, {"list_id": str(row.id), "status": status}
         )
+        if row.double_opt_in and changed:
+            await self.confirmations().queue(row, changed)
         return changed
+
+    def confirmations(self) -> DoubleOptIn:
+        from postroom.contacts.double_opt_in import DoubleOptIn
+
+        if self.ctx is None:
+            raise RuntimeError("subscribing to a double opt-in list needs ListService(ctx=…)")
+        return DoubleOptIn(self.ctx, self.session, self.workspace_id, self.now)
 
     async def unsubscribe(
         self, row: ContactList, contact_ids: Sequence[uuid.UUID]

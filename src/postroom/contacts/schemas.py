@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from postroom.contacts.segments.schema import FilterCondition
 
 ContactStatus = Literal["subscribed", "unsubscribed", "bounced", "complained"]
+CONTACT_STATUS_VALUES: tuple[str, ...] = get_args(ContactStatus)
 
 
 class ContactWrite(BaseModel):
@@ -53,6 +54,15 @@ class ContactPatch(BaseModel):
     opt_in: bool | None = None
     consent_source: str | None = None
     consent_version: str | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _status_cannot_be_cleared(cls, value: ContactStatus | None) -> ContactStatus | None:
+        # Absent leaves the status alone; an explicit null would clear a column that has
+        # no "no status" (validators do not run on the default, only on a null sent).
+        if value is None:
+            raise ValueError("cannot be cleared; send one of " + ", ".join(CONTACT_STATUS_VALUES))
+        return value
 
 
 class ContactOut(BaseModel):

@@ -15,6 +15,10 @@ row. Rules:
 - duplicates inside one batch are applied in order (the later row wins), by splitting the
   batch into rounds in which no key repeats.
 
+Imports use ``upsert_prepared``: rows already encoded for the database by
+``import_batches`` (one document or one executemany per batch), with the same rules; the
+rows whose insert collided are turned back into contacts and resolved as above.
+
 On PostgreSQL the matched rows are locked (``FOR UPDATE``, in id order so concurrent
 batches cannot deadlock) so the attribute merge never loses a concurrent write; on SQLite
 the write transaction already holds the database lock.
@@ -34,11 +38,47 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from postroom.contacts.contact_fields import ContactInput
+from postroom.contacts.import_batches import PREPARED_COLUMNS, PreparedRows
 from postroom.events.service import record_many
 from postroom.ids import uuid7
 from postroom.models.contacts import Contact, email_hash
 
 CONTACTS = cast(Table, Contact.__table__)
+# Prepared rows (imports, see import_batches): the batch's workspace, time and consent time
+# and the status default come from the statement. Column N of a row is r->N / ?N+1.
+_PREPARED_INSERT_COLUMNS = ", ".join(
+    (*PREPARED_COLUMNS, "workspace_id", "consent_at", "created_at", "updated_at")
+)
+_OPT_IN, _CONSENT_SOURCE = (
+    PREPARED_COLUMNS.index("opt_in"),
+    PREPARED_COLUMNS.index("consent_source"),
+)
+_PG_VALUE = {
+    "id": "(r->>{i})::uuid",
+    "attributes": "r->{i}",
+    "status": "COALESCE(r->>{i}, 'subscribed')",
+    "opt_in": "(r->>{i})::boolean",
+}
+_PG_PREPARED_INSERT = (
+    f"WITH inserted AS (INSERT INTO contacts ({_PREPARED_INSERT_COLUMNS}) SELECT "
+    + ", ".join(_PG_VALUE.get(n, "r->>{i}").format(i=i) for i, n in enumerate(PREPARED_COLUMNS))
+    + ", CAST(:workspace_id AS uuid), "
+    f"CASE WHEN r->>{_OPT_IN} IS NOT NULL OR r->>{_CONSENT_SOURCE} IS NOT NULL "
+    "THEN CAST(:now AS timestamptz) END, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+    "FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e(r) "
+    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM inserted"
+)
+_SQLITE_PREPARED_INSERT = (
+    f"INSERT OR IGNORE INTO contacts ({_PREPARED_INSERT_COLUMNS}) VALUES ("
+    + ", ".join(
+        f"COALESCE(?{i + 1}, 'subscribed')" if n == "status" else f"?{i + 1}"
+        for i, n in enumerate(PREPARED_COLUMNS)
+    )
+    + ", '{workspace}', "
+    f"CASE WHEN ?{_OPT_IN + 1} IS NOT NULL OR ?{_CONSENT_SOURCE + 1} IS NOT NULL "
+    "THEN '{now}' END, '{now}', '{now}')"
+)
+
 # The columns of a new contact row and their PostgreSQL types (see _insert_postgresql).
 NEW_ROW_TYPES = {
     "id": "uuid",
@@ -201,6 +241,61 @@ class ContactUpserter:
             await self._events(ordered)
         return ordered
 
+    async def upsert_prepared(self, batch: PreparedRows) -> dict[int, RowOutcome]:
+        """Upsert a prepared batch (no key repeats in it, see :class:`BatchEncoder`).
+
+        Returns the outcomes of the rows that were NOT created with their prepared id (the
+        updated and failed ones, and any created on a second attempt): on a fresh import,
+        an empty dict after one statement.
+        """
+        count = len(batch.ids)
+        if not count:
+            return {}
+        if await self._insert_prepared(batch) == count:
+            return {}
+        inserted = await self._present(batch.ids)
+        pending = [index for index, hex_id in enumerate(batch.ids) if hex_id not in inserted]
+        rows = batch.contacts()
+        outcomes: dict[int, RowOutcome] = {}
+        retry = await self._resolve(rows, pending, outcomes)
+        attempts = 0
+        while retry:
+            attempts += 1
+            if attempts > 3:  # a pathological race; report rather than loop
+                for index in retry:
+                    outcomes[index] = RowOutcome(
+                        index,
+                        "failed",
+                        field="email",
+                        message="changed concurrently; retry",
+                        code="conflict",
+                    )
+                break
+            retry = await self._round(rows, retry, outcomes)
+        return outcomes
+
+    async def _insert_prepared(self, batch: PreparedRows) -> int:
+        """Insert the rows, skipping any whose email or external id exists; the count."""
+        if self.dialect == "postgresql":
+            # One JSON document unpacked by the server (jsonb arrays index in O(1)).
+            result = await self.session.execute(
+                text(_PG_PREPARED_INSERT),
+                {"rows": batch.document, "workspace_id": str(self.workspace_id), "now": self.now},
+            )
+            return int(result.scalar_one())
+        # SQLite: executemany of the ready tuples, bound in C. The workspace and time are
+        # literals (hex digits; a formatted time) in SQLAlchemy's storage formats.
+        now = self.now.astimezone(UTC).replace(tzinfo=None).strftime(SQLITE_DATETIME)
+        statement_sql = _SQLITE_PREPARED_INSERT.format(workspace=self.workspace_id.hex, now=now)
+        connection = await self.session.connection()
+        result = await connection.exec_driver_sql(statement_sql, batch.rows or [])
+        return int(result.rowcount)
+
+    async def _present(self, hex_ids: list[str]) -> set[str]:
+        ids = [uuid.UUID(hex_id) for hex_id in hex_ids]
+        found = await self.session.execute(select(Contact.id).where(Contact.id.in_(ids)))
+        return {contact_id.hex for contact_id in found.scalars()}
+
     async def _fetch(self, rows: Sequence[ContactInput], indexes: list[int]) -> list[_Existing]:
         emails = list({rows[i].email_key for i in indexes})
         external = list({rows[i].external_id for i in indexes if rows[i].external_id})
@@ -233,6 +328,13 @@ class ContactUpserter:
         indexes = await self._insert(fresh, outcomes)
         if not indexes:
             return []
+        return await self._resolve(rows, indexes, outcomes)
+
+    async def _resolve(
+        self, rows: Sequence[ContactInput], indexes: list[int], outcomes: dict[int, RowOutcome]
+    ) -> list[int]:
+        """Rows whose insert collided: match them (locked) and update, or report a conflict.
+        Returns the rows to try again (a match vanished and its re-insert collided)."""
         existing = await self._fetch(rows, indexes)
         by_email = {e.email_key: e for e in existing}
         by_external = {e.external_id: e for e in existing if e.external_id}

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postroom.context import AppContext
 from postroom.delivery.message import OutgoingMessage
 from postroom.delivery.verp import verp_address
+from postroom.feedback.addresses import reply_address, reply_keys, reply_tokens_enabled
 from postroom.models.delivery import Send
 from postroom.models.templates import TemplateVersion
 from postroom.security.tokens import derive_key
@@ -32,7 +33,7 @@ from postroom.templates.rendering import (
     compile_content_cached,
     render_content,
 )
-from postroom.tracking.links import insert_open_pixel, rewrite_links
+from postroom.tracking.links import LinkRewriter, insert_open_pixel
 from postroom.tracking.tokens import DeliveryRef, TrackingLinks
 
 
@@ -98,6 +99,24 @@ class Composer:
         self.links = TrackingLinks(ctx)
         self.bounce_domain = ctx.settings.effective_bounce_domain
         self.verp_key = derive_key(ctx.settings.signing_keys[0], "verp")
+        # Replies to campaign/sequence mail come back to us (feedback.inbound) only when
+        # this instance receives mail for the reply domain.
+        self.reply_domain = ctx.settings.effective_reply_domain
+        self.reply_key = reply_keys(ctx.settings)[0] if reply_tokens_enabled(ctx.settings) else None
+        self._rewriters: dict[uuid.UUID, LinkRewriter] = {}
+
+    def rewriter(self, send_id: uuid.UUID) -> LinkRewriter:
+        """The send's link rewriter: each distinct link is signed once per send."""
+        rewriter = self._rewriters.get(send_id)
+        if rewriter is None:
+            if len(self._rewriters) >= 256:
+                self._rewriters.clear()
+            links = self.links
+            rewriter = LinkRewriter(
+                lambda url: links.click_link_part(send_id, url), skip=links.is_own
+            )
+            self._rewriters[send_id] = rewriter
+        return rewriter
 
     def ref(self, send: Send, delivery_id: uuid.UUID, contact_id: uuid.UUID | None) -> DeliveryRef:
         return DeliveryRef(send.workspace_id, send.id, delivery_id, contact_id)
@@ -111,11 +130,12 @@ class Composer:
         variables: Mapping[str, Any] | None,
         *,
         tracking: bool = True,
+        unsubscribe_url: str | None = None,
     ) -> RenderedContent:
         context = build_context(
             contact=contact,
             variables=variables,
-            unsubscribe_url=self.links.unsubscribe_url(ref),
+            unsubscribe_url=unsubscribe_url or self.links.unsubscribe_url(ref),
             manage_url=self.links.manage_url(ref),
             view_in_browser_url=self.links.view_url(ref),
         )
@@ -124,9 +144,7 @@ class Composer:
             return rendered
         html = rendered.html
         if html and send.track_clicks:
-            html = rewrite_links(
-                html, lambda url: self.links.click_url(ref, url), skip=self.links.is_own
-            )
+            html = self.rewriter(send.id).rewrite(html, self.links.click_prefix(ref))
         if html and send.track_opens:
             html = insert_open_pixel(html, self.links.open_url(ref))
         return RenderedContent(
@@ -147,7 +165,10 @@ class Composer:
         subject_prefix: str = "",
     ) -> Composed:
         ref = self.ref(send, delivery_id, contact_id)
-        rendered = self.render(send, compiled, ref, contact, variables)
+        unsubscribe_url = self.links.unsubscribe_url(ref)  # signed once: body and header
+        rendered = self.render(
+            send, compiled, ref, contact, variables, unsubscribe_url=unsubscribe_url
+        )
         marketing = send.purpose == "marketing"
         return_path = verp_address(str(delivery_id), self.verp_key, self.bounce_domain)
         name = ""
@@ -160,13 +181,13 @@ class Composer:
             from_name=send.from_name,
             to_email=email,
             to_name=name,
-            reply_to=send.reply_to,
+            reply_to=self.reply_to(send, delivery_id),
             subject=subject_prefix + rendered.subject,
             html=rendered.html or None,
             text=rendered.text or None,
             delivery_id=str(delivery_id),
             date=now,
-            list_unsubscribe_url=self.links.unsubscribe_url(ref) if marketing else None,
+            list_unsubscribe_url=unsubscribe_url if marketing else None,
             list_unsubscribe_mailto=f"mailto:{return_path}?subject=unsubscribe"
             if marketing
             else None,
@@ -174,6 +195,15 @@ class Composer:
             feedback_id=self.feedback_id(send),
         )
         return Composed(mail_from=return_path, rcpt_to=email, message=message)
+
+    def reply_to(self, send: Send, delivery_id: uuid.UUID) -> str | None:
+        """Campaign and sequence mail gets a tokenized Reply-To on the reply domain: the
+        reply is recorded (``email.replied``) and forwarded to ``send.reply_to`` (else the
+        From address). Other mail, or an instance that receives no mail, keeps the send's
+        own Reply-To."""
+        if self.reply_key is None or send.kind not in ("campaign", "sequence_step"):
+            return send.reply_to
+        return reply_address(str(delivery_id), self.reply_key, self.reply_domain)
 
     @staticmethod
     def feedback_id(send: Send) -> str:

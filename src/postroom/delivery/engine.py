@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postroom.campaigns.content import subject_adjusted
+from postroom.campaigns.send_states import GATED_KINDS, ConnectionSlots, SendStates
 from postroom.context import AppContext
 from postroom.delivery import ledger
 from postroom.delivery.batch_loader import BatchData, BatchLoader, SendBundle
@@ -34,12 +36,13 @@ from postroom.delivery.ledger import Claimed
 from postroom.delivery.message import build_message
 from postroom.delivery.outcomes import Outcome, OutcomeKind
 from postroom.delivery.outcomes_apply import BatchOutcomes, RetryPolicy
+from postroom.delivery.rate_limits import SendGate
 from postroom.delivery.transport import Envelope, SendResult, Transport
 from postroom.delivery.transports import RelayPauses, TransportFor, relay_label
 from postroom.errors import PostroomError
 from postroom.logging import get_logger
+from postroom.models.templates import TemplateVersion
 from postroom.templates.errors import TemplateProblem
-from postroom.templates.rendering import CompiledContent
 from postroom.templates.variables import apply_fallbacks
 
 log = get_logger(__name__)
@@ -81,6 +84,10 @@ class DeliveryEngine:
         self.lease = lease or timedelta(seconds=ctx.settings.worker_lease_seconds)
         self.policy = RetryPolicy.from_settings(ctx.settings)
         self.pauses = RelayPauses(timedelta(seconds=ctx.settings.relay_pause_seconds))
+        self.gate = SendGate(ctx, transport_for, self.pauses)  # relay choice + rate limits
+        # campaigns: send states read before each campaign transaction (cached <= 1 s)
+        self.send_states = SendStates(ctx)
+        self.connection_slots = ConnectionSlots(ctx.settings.smtp_max_connections)
         self.loader = BatchLoader(ctx)
         self.composer = Composer(ctx)
         self.totals: Counter[str] = Counter()
@@ -179,15 +186,21 @@ class DeliveryEngine:
         send = bundle.send
         locale = contact.get("locale") if contact else None
         variables = row.variables
-        compiled: CompiledContent
-        if bundle.versions:
-            version = version_for(send, locale, bundle.versions)
-            compiled = compiled_for(send, locale, bundle.versions)
-            if version.variables:
-                fields, variables = apply_fallbacks(contact, variables, version.variables)
-                contact = fields or None
-        else:
-            compiled = compiled_for(send, locale)
+        # A send's content never changes: pick and compile it once per send and locale.
+        cached = bundle.compiled.get(locale)
+        if cached is None:
+            version: TemplateVersion | None = None
+            if bundle.versions:
+                version = version_for(send, locale, bundle.versions)
+                compiled = compiled_for(send, locale, bundle.versions)
+            else:
+                compiled = compiled_for(send, locale)
+            compiled = subject_adjusted(send, compiled)  # campaigns: subject override, "[Test] "
+            cached = bundle.compiled[locale] = (compiled, version)
+        compiled, version = cached
+        if version is not None and version.variables:
+            fields, variables = apply_fallbacks(contact, variables, version.variables)
+            contact = fields or None
         composed = self.composer.envelope(
             send,
             compiled,
@@ -212,17 +225,21 @@ class DeliveryEngine:
         outcomes: BatchOutcomes,
         now: datetime,
     ) -> None:
-        by_transport: dict[int, tuple[Transport, list[_Outgoing]]] = {}
-        for workspace_id, items in outgoing.items():
-            transport = self.transport_for(workspace_id)
-            by_transport.setdefault(id(transport), (transport, []))[1].extend(items)
-        groups = list(by_transport.values())
+        # --- relay choice and rate limits (delivery/rate_limits.py): rows over a relay's or
+        # sending domain's allowance go back to the queue until their window reopens. ---
+        groups = await self.gate.route(outgoing, batch, self.owner)
+        # --- campaigns: which rows must re-check their send's state before SMTP ---
+        self.send_states.seed(batch.states)
+        gated = {sid for sid, b in batch.bundles.items() if b.send.kind in GATED_KINDS}
         results = await asyncio.gather(
-            *(self._send_group(transport, items, now) for transport, items in groups)
+            *(self._send_group(transport, items, now, gated) for transport, items in groups)
         )
         for (transport, items), (group_results, paused_until) in zip(groups, results, strict=True):
             relay = relay_label(transport)
             for item, result in zip(items, group_results, strict=True):
+                if isinstance(result, str):  # campaigns: paused or cancelled meanwhile
+                    (outcomes.release if result == "paused" else outcomes.cancelled)(item.row)
+                    continue
                 outcomes.outcome(
                     item.row,
                     result,
@@ -232,20 +249,64 @@ class DeliveryEngine:
                 )
 
     async def _send_group(
-        self, transport: Transport, items: list[_Outgoing], now: datetime
-    ) -> tuple[list[SendResult], datetime | None]:
+        self,
+        transport: Transport,
+        items: list[_Outgoing],
+        now: datetime,
+        gated: set[uuid.UUID] | None = None,
+    ) -> tuple[list[SendResult | str], datetime | None]:
         """Send through one transport, unless it is resting; a relay failure starts
         its rest. Returns the results and the end of the relay's pause (if any)."""
         paused_until = self.pauses.paused_until(transport, now)
         if paused_until is not None:
             return [_not_attempted(item, paused_until) for item in items], paused_until
-        results = await transport.send_many([item.envelope for item in items])
-        if any(result.outcome.kind is OutcomeKind.RELAY_ERROR for result in results):
+        results = await self._send_checked(transport, items, gated or set())
+        if any(
+            isinstance(result, SendResult) and result.outcome.kind is OutcomeKind.RELAY_ERROR
+            for result in results
+        ):
             paused_until = self.pauses.pause_relay(transport, self.ctx.clock.now())
             log.warning(
                 "relay_paused", relay=relay_label(transport), until=paused_until.isoformat()
             )
         return results, paused_until
+
+    # --- campaigns: cancel and pause take effect before each SMTP transaction -------------
+
+    async def _send_checked(
+        self, transport: Transport, items: list[_Outgoing], gated: set[uuid.UUID]
+    ) -> list[SendResult | str]:
+        """Rows of campaign sends go out one by one, each holding one of the transport's
+        connection slots and sent only if its send is still active (state cached <= 1 s);
+        a held row's result is the state (``paused``/``cancelled``). Other rows go out as
+        one batch."""
+        checked = [i for i, item in enumerate(items) if item.row.send_id in gated]
+        if not checked:
+            return list(await transport.send_many([item.envelope for item in items]))
+        slots = self.connection_slots.of(transport)
+
+        async def one(item: _Outgoing) -> SendResult | str:
+            async with slots:
+                state = await self.send_states.state(item.row.send_id)
+                if state != "active":
+                    return state
+                return (await transport.send_many([item.envelope]))[0]
+
+        rest = [i for i, item in enumerate(items) if item.row.send_id not in gated]
+        results: list[SendResult | str | None] = [None] * len(items)
+
+        async def bulk() -> None:
+            sent = await transport.send_many([items[i].envelope for i in rest])
+            for i, result in zip(rest, sent, strict=True):
+                results[i] = result
+
+        async def gated_one(i: int) -> None:
+            results[i] = await one(items[i])
+
+        await asyncio.gather(*(gated_one(i) for i in checked), *([bulk()] if rest else []))
+        return [r for r in results if r is not None]
+
+    # --- end campaigns ----------------------------------------------------------------------
 
     async def _release(self, ids: list[uuid.UUID]) -> None:
         try:

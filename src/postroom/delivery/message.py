@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from postroom.delivery.mime import (
     HARD_LINE_LIMIT,
     SOFT_LINE_LIMIT,
+    WireReady,
     encode_text_body,
     format_date,
     mailbox,
@@ -274,11 +275,15 @@ def build_message(msg: OutgoingMessage, signer: DkimSigner | None = None) -> byt
     content_headers, body = _body(msg, message_id)
     lines.append("MIME-Version: 1.0\r\n")
     lines.append(content_headers)
-    message = b"".join(("".join(lines).encode("ascii"), b"\r\n", body))
-    if signer is None:
-        return message
-    moment = msg.date if msg.date.tzinfo else msg.date.replace(tzinfo=UTC)
-    return signer.sign(message, timestamp=int(moment.timestamp())) + message
+    head = "".join(lines).encode("ascii")
+    message = b"".join((head, b"\r\n", body))
+    # Every header line starts with a field name or a folding space, and the encoders
+    # never start a body line with "."; only an extra header's name could.
+    wire_ready = not (msg.headers and any(name.startswith(".") for name in msg.headers))
+    if signer is not None:
+        moment = msg.date if msg.date.tzinfo else msg.date.replace(tzinfo=UTC)
+        message = signer.sign(message, timestamp=int(moment.timestamp())) + message
+    return WireReady(message) if wire_ready else message
 
 
 __all__ = [

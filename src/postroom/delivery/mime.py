@@ -12,6 +12,7 @@ import binascii
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import cast
 
 SOFT_LINE_LIMIT = 78  # RFC 5322 2.1.1: a line SHOULD be at most 78 characters
 HARD_LINE_LIMIT = 998  # ... and MUST be at most 998
@@ -38,7 +39,22 @@ _QP_ESCAPE = [b"=%02X" % value for value in range(256)]
 # DOTALL matters: on CPython "." with DOTALL is several times faster than without.
 _QP_SOFT_PIECE = re.compile(rb".{73}[^=]{0,2}+(?=.)|.+", re.DOTALL)
 _TRAILING_WHITESPACE = (b" ", b"\t")
+# Encoded lines by their raw bytes. QP is line-local, and most lines of a campaign are the
+# same for every recipient (only those holding a personal link or name differ), so a line
+# is encoded once and reused; the table is bounded by clearing it when full.
+_QP_LINES: dict[bytes, bytes] = {}
+_QP_LINES_MAX = 8192
 _BASE64_LINE = re.compile(rb".{1,76}", re.DOTALL)
+
+
+class WireReady(bytes):
+    """Message bytes that need no rewriting for SMTP: CRLF line breaks only, a final
+    CRLF, and no line starting with ``.`` (so no dot-stuffing). The builder returns this
+    type, so the SMTP client can skip scanning every message for bare line breaks and
+    leading dots; anything derived from it (a slice, a concatenation) is plain ``bytes``
+    again and gets scanned."""
+
+    __slots__ = ()
 
 
 def format_date(moment: datetime) -> str:
@@ -153,11 +169,43 @@ def mailbox(name: str, address: str, first_column: int) -> str:
 
 
 def quoted_printable(data: bytes) -> bytes:
-    """RFC 2045 6.7 encoding of LF-separated text, returned with CRLF line breaks.
+    """RFC 2045 6.7 encoding of LF-separated text, returned with CRLF line breaks and
+    no line starting with ``.`` (written ``=2E`` there, which decodes the same).
 
-    Written around what CPython does fast: single-byte ``bytes.replace`` passes, a
-    C-level split, and one regex ``findall`` per over-long line only.
+    Lines seen before come from a table; the new ones are escaped together with
+    single-byte ``bytes.replace`` passes (C loops) and split by one regex ``findall``
+    per over-long line.
     """
+    lines = data.split(b"\n")
+    known = _QP_LINES.get
+    encoded = [known(line) for line in lines]
+    if None in encoded:
+        missing = [index for index, line in enumerate(encoded) if line is None]
+        fresh = _escape(b"\n".join([lines[index] for index in missing])).split(b"\n")
+        if len(_QP_LINES) + len(missing) > _QP_LINES_MAX:
+            _QP_LINES.clear()
+        pieces = _QP_SOFT_PIECE.findall
+        for index, line in zip(missing, fresh, strict=True):
+            # Whitespace at the end of a line must be encoded, or transports may strip it.
+            if line.endswith(_TRAILING_WHITESPACE):
+                line = line[:-1] + (b"=20" if line[-1] == 0x20 else b"=09")
+            # No physical line may start with "." (see WireReady): "=2E" is the same.
+            if line[:1] == b".":
+                line = b"=2E" + line[1:]
+            if len(line) > 76:
+                broken = b"=\r\n".join(pieces(line))
+                if b"\n." in broken:
+                    # A soft break landed before a dot: with every dot of the line as
+                    # "=2E", no piece can start with one.
+                    broken = b"=\r\n".join(pieces(line.replace(b".", b"=2E")))
+                line = broken
+            _QP_LINES[lines[index]] = line
+            encoded[index] = line
+    return b"\r\n".join(cast("list[bytes]", encoded))
+
+
+def _escape(data: bytes) -> bytes:
+    """``=`` and every byte outside printable ASCII, tab and LF as ``=XX``."""
     data = data.replace(b"=", b"=3D")
     # A replace pass per distinct unsafe byte: mostly-ASCII text has a handful, and
     # each pass is a C loop, where a regex would call back into Python for every run.
@@ -166,23 +214,43 @@ def quoted_printable(data: bytes) -> bytes:
         byte = unsafe[0]
         data = data.replace(_BYTE[byte], _QP_ESCAPE[byte])
         unsafe = unsafe.replace(_BYTE[byte], b"")
-    # Whitespace at the end of a line must be encoded, or transports may strip it.
-    if b" \n" in data:
-        data = data.replace(b" \n", b"=20\n")
-    if b"\t" in data and b"\t\n" in data:
-        data = data.replace(b"\t\n", b"=09\n")
-    if data.endswith(_TRAILING_WHITESPACE):
-        data = data[:-1] + (b"=20" if data[-1] == 0x20 else b"=09")
-    lines = data.split(b"\n")
-    if max(map(len, lines)) > 76:
-        pieces = _QP_SOFT_PIECE.findall
-        lines = [line if len(line) <= 76 else b"=\r\n".join(pieces(line)) for line in lines]
-    return b"\r\n".join(lines)
+    return data
 
 
 def base64_lines(data: bytes) -> bytes:
     """Base64 in 76-column lines joined by CRLF (no trailing line break)."""
     return b"\r\n".join(_BASE64_LINE.findall(binascii.b2a_base64(data, newline=False)))
+
+
+# ASCII lines known to be fine as 7bit. Like the QP table: the lines of a campaign
+# repeat for every recipient, so each is checked once; bounded by clearing it.
+_7BIT_LINES: set[str] = set()
+_7BIT_LINES_MAX = 8192
+
+
+def _all_7bit_lines(text: str) -> bool:
+    """Every line of ASCII ``text`` (LF-separated) can go out as 7bit as it is."""
+    lines = set(text.split("\n"))
+    if lines <= _7BIT_LINES:
+        return True
+    new = lines - _7BIT_LINES
+    if not all(map(_7bit_line, new)):
+        return False
+    if len(_7BIT_LINES) + len(new) > _7BIT_LINES_MAX:
+        _7BIT_LINES.clear()
+    _7BIT_LINES.update(new)
+    return True
+
+
+def _7bit_line(line: str) -> bool:
+    return (
+        len(line) <= HARD_LINE_LIMIT
+        and not line.encode("ascii").translate(None, _7BIT_SAFE_BYTES)
+        # Transports may strip whitespace at line ends; QP keeps it.
+        and not line.endswith((" ", "\t"))
+        # A line starting with "." would need dot-stuffing on the wire; QP avoids it.
+        and not line.startswith(".")
+    )
 
 
 def encode_text_body(text: str, boundary: str | None) -> tuple[str, bytes]:
@@ -198,14 +266,8 @@ def encode_text_body(text: str, boundary: str | None) -> tuple[str, bytes]:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.isascii():
         data = text.encode("ascii")
-        if (
-            (text.endswith("\n") if boundary is None else boundary not in text)
-            and not data.translate(None, _7BIT_SAFE_BYTES)
-            # Transports may strip whitespace at line ends; QP keeps it.
-            and " \n" not in text
-            and ("\t" not in text or "\t\n" not in text)
-            and not text.endswith((" ", "\t"))
-            and max(map(len, text.split("\n"))) <= HARD_LINE_LIMIT
+        if (text.endswith("\n") if boundary is None else boundary not in text) and _all_7bit_lines(
+            text
         ):
             return "7bit", data.replace(b"\n", b"\r\n")
     else:

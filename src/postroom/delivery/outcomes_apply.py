@@ -2,8 +2,9 @@
 
 :class:`BatchOutcomes` collects, per claimed delivery, its new ledger values and its
 ``email.*`` event (plus suppressions and contact statuses for hard bounces), then writes
-them all at once: one ``executemany`` for the rows (every row sets the same columns, so
-``ledger.finish`` makes one group), one multi-row insert for the events.
+them all at once: on PostgreSQL one ``UPDATE … FROM unnest(arrays)`` for every row of the
+batch (it returns the rows still held), on SQLite (in-process, no round trips) a check of
+the rows still held and one ``executemany``; then one multi-row insert for the events.
 
 Rules, besides the transport's classification:
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.config import Settings
@@ -204,19 +205,29 @@ class BatchOutcomes:
     async def write(self, session: AsyncSession, owner: str, dialect: str) -> Counter[str]:
         """Write everything collected, only for rows this worker still holds; returns
         the count per new status (``released`` for rows handed back)."""
-        ids = [*self._pending, *self._released]
-        held = await _held(session, owner, ids, dialect)
-        pending = [item for item in self._pending.values() if item.row.id in held]
-        released = [row_id for row_id in self._released if row_id in held]
-        await ledger.finish(session, owner, [item.values for item in pending])
-        await ledger.release(session, owner, released, self.now)
+        if dialect == "postgresql":
+            # One UPDATE for the whole batch, whatever the statuses; it reports the rows
+            # it changed, which are exactly the ones still held (checked and written in
+            # one statement, so a reclaim cannot slip in between).
+            updated = await _finish_postgresql(
+                session, owner, [item.values for item in self._pending.values()]
+            )
+            pending = [item for item in self._pending.values() if item.row.id in updated]
+            released_count = await ledger.release(session, owner, self._released, self.now)
+        else:
+            ids = [*self._pending, *self._released]
+            held = await _held(session, owner, ids, dialect)
+            pending = [item for item in self._pending.values() if item.row.id in held]
+            released = [row_id for row_id in self._released if row_id in held]
+            await ledger.finish(session, owner, [item.values for item in pending])
+            released_count = await ledger.release(session, owner, released, self.now)
         await record_many(session, [item.event for item in pending if item.event is not None])
         await self._write_bounces(
             session, [self._bounces[i.row.id] for i in pending if i.row.id in self._bounces]
         )
         counts: Counter[str] = Counter(item.values["status"] for item in pending)
-        if released:
-            counts["released"] = len(released)
+        if released_count:
+            counts["released"] = released_count
         self.counts = counts
         return counts
 
@@ -256,6 +267,51 @@ class BatchOutcomes:
                 .values(status="bounced", updated_at=self.now)
                 .execution_options(synchronize_session=False)
             )
+
+
+# Arrays in, one row per delivery out of unnest(): the statement stays the same size (and
+# its plan cached) whatever the batch size, and the server joins on the primary key.
+_FINISH_POSTGRESQL = text(
+    """
+    UPDATE deliveries AS d
+    SET status = v.status, attempts = v.attempts, next_attempt_at = v.next_attempt_at,
+        smtp_response = v.smtp_response, message_id = v.message_id, relay = v.relay,
+        sent_at = v.sent_at, updated_at = v.updated_at,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:statuses AS varchar[]), CAST(:attempts AS integer[]),
+        CAST(:next_attempts AS timestamptz[]), CAST(:responses AS text[]),
+        CAST(:message_ids AS varchar[]), CAST(:relays AS varchar[]),
+        CAST(:sent_ats AS timestamptz[]), CAST(:updated_ats AS timestamptz[])
+    ) AS v(id, status, attempts, next_attempt_at, smtp_response, message_id, relay,
+           sent_at, updated_at)
+    WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
+    RETURNING d.id
+    """
+)
+
+
+async def _finish_postgresql(
+    session: AsyncSession, owner: str, rows: list[dict[str, Any]]
+) -> set[uuid.UUID]:
+    if not rows:
+        return set()
+    result = await session.execute(
+        _FINISH_POSTGRESQL,
+        {
+            "owner": owner,
+            "ids": [row["_id"] for row in rows],
+            "statuses": [row["status"] for row in rows],
+            "attempts": [row["attempts"] for row in rows],
+            "next_attempts": [row["next_attempt_at"] for row in rows],
+            "responses": [row["smtp_response"] for row in rows],
+            "message_ids": [row["message_id"] for row in rows],
+            "relays": [row["relay"] for row in rows],
+            "sent_ats": [row["sent_at"] for row in rows],
+            "updated_ats": [row["updated_at"] for row in rows],
+        },
+    )
+    return set(result.scalars())
 
 
 async def _held(

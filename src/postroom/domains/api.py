@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.context import AppContext
+from postroom.delivery.rate_limits import WarmupPlan, used_today
 from postroom.domains.dns import DnsLookup, DnsPythonLookup
 from postroom.domains.schemas import (
     DkimKeyCreate,
@@ -16,8 +18,14 @@ from postroom.domains.schemas import (
     DnsRecordOut,
     DomainCreate,
     DomainOut,
+    DomainPatch,
+    DomainRateLimits,
+    WarmupDay,
+    WarmupIn,
+    WarmupOut,
 )
 from postroom.domains.service import DomainService, DomainView, lookup_records
+from postroom.errors import NotFound
 from postroom.http.access import requires
 from postroom.http.deps import Ctx, Session, WorkspaceId
 from postroom.http.pagination import Page, PageParams, page_of, page_params
@@ -95,6 +103,26 @@ def domain_out(view: DomainView) -> DomainOut:
             )
             for record, check in view.records
         ],
+        rate_limits=DomainRateLimits(
+            per_second=row.rate_per_second, per_hour=row.rate_per_hour, per_day=row.rate_per_day
+        ),
+        warmup=warmup_out(row, view.today or date.today()),
+    )
+
+
+def warmup_out(row: SendingDomain, today: date, days: int = 14) -> WarmupOut | None:
+    if not row.warmup:
+        return None
+    plan = WarmupPlan.from_json(row.warmup)
+    return WarmupOut(
+        start_date=plan.start_date,
+        initial_per_day=plan.initial_per_day,
+        growth_factor=plan.growth_factor,
+        max_per_day=plan.max_per_day,
+        day=plan.day_index(today),
+        cap_today=plan.cap_on(today),
+        completed=plan.completed_on(today),
+        schedule=[WarmupDay(date=day, cap=cap) for day, cap in plan.schedule(today, days)],
     )
 
 
@@ -166,3 +194,69 @@ async def create_dkim_key(
     service = domain_service(session, workspace_id, ctx)
     await service.add_key(domain_id, body.selector, body.bits, activate=body.activate)
     return domain_out(await service.view(await service.get(domain_id)))
+
+
+# --- sending limits and warm-up (enforced by postroom.delivery.rate_limits) ----------------
+
+
+@router.patch("/v1/domains/{domain_id}", **requires("domains:write"))
+async def update_domain(
+    domain_id: uuid.UUID, body: DomainPatch, session: Session, workspace_id: WorkspaceId, ctx: Ctx
+) -> DomainOut:
+    """Set the domain's sending limits (mail whose From address is at this domain, through
+    any relay): per second, hour and day; ``null`` is unlimited. Workers apply a change
+    within a few seconds."""
+    service = domain_service(session, workspace_id, ctx)
+    changes = body.model_dump(include=body.model_fields_set)
+    return domain_out(await service.view(await service.set_limits(domain_id, changes)))
+
+
+async def _warmup_answer(
+    row: SendingDomain, session: AsyncSession, ctx: AppContext, days: int = 30
+) -> WarmupOut:
+    now = ctx.clock.now()
+    out = warmup_out(row, now.date(), days)
+    if out is None:
+        raise NotFound("warm-up plan", row.domain)
+    out.sent_today = await used_today(session, row.id, now)
+    return out
+
+
+@router.get("/v1/domains/{domain_id}/warmup", **requires("domains:read"))
+async def get_warmup(
+    domain_id: uuid.UUID,
+    session: Session,
+    workspace_id: WorkspaceId,
+    ctx: Ctx,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> WarmupOut:
+    """The warm-up plan: today's cap, what was sent today and the caps of the next days.
+    404 when the domain has no plan."""
+    service = domain_service(session, workspace_id, ctx)
+    return await _warmup_answer(await service.get(domain_id), session, ctx, days)
+
+
+@router.put("/v1/domains/{domain_id}/warmup", **requires("domains:write"))
+async def set_warmup(
+    domain_id: uuid.UUID, body: WarmupIn, session: Session, workspace_id: WorkspaceId, ctx: Ctx
+) -> WarmupOut:
+    """Set (or replace) the warm-up ramp: a daily cap (UTC days) starting at
+    ``initial_per_day`` on ``start_date`` and multiplied by ``growth_factor`` each day up
+    to ``max_per_day``. Mail over today's cap waits for the next day."""
+    service = domain_service(session, workspace_id, ctx)
+    plan = WarmupPlan(
+        start_date=body.start_date or ctx.clock.now().date(),
+        initial_per_day=body.initial_per_day,
+        growth_factor=body.growth_factor,
+        max_per_day=body.max_per_day,
+    )
+    return await _warmup_answer(await service.set_warmup(domain_id, plan), session, ctx)
+
+
+@router.delete("/v1/domains/{domain_id}/warmup", status_code=204, **requires("domains:write"))
+async def delete_warmup(
+    domain_id: uuid.UUID, session: Session, workspace_id: WorkspaceId, ctx: Ctx
+) -> Response:
+    """Remove the warm-up plan (the domain's other limits stay)."""
+    await domain_service(session, workspace_id, ctx).clear_warmup(domain_id)
+    return Response(status_code=204)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +61,54 @@ class DkimKeyOut(BaseModel):
     activated_at: datetime | None
 
 
+RateLimit = Annotated[int, Field(ge=1, le=1_000_000_000)]
+
+
+class DomainPatch(BaseModel):
+    """Sending limits of mail from this domain (the From address); only the fields given
+    change, ``null`` is unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_second: RateLimit | None = None
+    per_hour: RateLimit | None = None
+    per_day: RateLimit | None = None
+
+
+class DomainRateLimits(BaseModel):
+    per_second: int | None
+    per_hour: int | None
+    per_day: int | None
+
+
+class WarmupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: date | None = Field(None, description="The ramp's first day (UTC); default today")
+    initial_per_day: int = Field(ge=1, le=100_000_000, description="The first day's cap")
+    growth_factor: float = Field(
+        ge=1.0, le=10.0, description="Each day's cap is the day before's times this"
+    )
+    max_per_day: int = Field(ge=1, le=1_000_000_000, description="Where the ramp ends")
+
+
+class WarmupDay(BaseModel):
+    date: date
+    cap: int
+
+
+class WarmupOut(BaseModel):
+    start_date: date
+    initial_per_day: int
+    growth_factor: float
+    max_per_day: int
+    day: int = Field(description="Days since the start (0 on the first day and before it)")
+    cap_today: int = Field(description="Messages from this domain allowed today (UTC)")
+    completed: bool = Field(description="The cap has reached max_per_day")
+    sent_today: int | None = Field(None, description="Granted so far today (on /warmup only)")
+    schedule: list[WarmupDay] = Field(description="The cap of today and the following days")
+
+
 class DomainOut(BaseModel):
     id: uuid.UUID
     domain: str
@@ -76,3 +124,5 @@ class DomainOut(BaseModel):
     updated_at: datetime
     dkim_keys: list[DkimKeyOut]
     records: list[DnsRecordOut]
+    rate_limits: DomainRateLimits
+    warmup: WarmupOut | None = Field(description="The warm-up plan, if any, for the next 14 days")

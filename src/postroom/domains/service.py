@@ -11,14 +11,15 @@ import asyncio
 import re
 import string
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.delivery.dkim import generate_dkim_keypair
+from postroom.delivery.rate_limits import WarmupPlan
 from postroom.domains.dns import (
     DnsLookup,
     DnsRecord,
@@ -100,6 +101,7 @@ class DomainView:
     domain: SendingDomain
     keys: list[DkimKey]
     records: list[tuple[DnsRecord, RecordCheck]]
+    today: date | None = None  # for the warm-up plan's "today"
 
     @property
     def active_key(self) -> DkimKey | None:
@@ -246,7 +248,7 @@ class DomainService:
             found = [str(value) for value in seen.get("found", [])]
             check = RecordCheck(_status(status), found, str(seen.get("detail", "")))
             paired.append((record, check))
-        return DomainView(row, keys, paired)
+        return DomainView(row, keys, paired, self.now.date())
 
     async def check(self, domain_id: uuid.UUID, result: DomainCheck) -> SendingDomain:
         """Store a check's statuses. The newest key, when its record is verified and it
@@ -271,6 +273,38 @@ class DomainService:
             "dkim": {selector: check.as_json() for selector, check in result.dkim.items()},
         }
         row.checked_at = self.now
+        row.updated_at = self.now
+        await self.session.flush()
+        return row
+
+    # -- sending limits and warm-up (enforced by postroom.delivery.rate_limits) ------------
+
+    async def set_limits(
+        self, domain_id: uuid.UUID, changes: Mapping[str, int | None]
+    ) -> SendingDomain:
+        """Per-second/hour/day limits of mail from this domain; ``None`` is unlimited."""
+        row = await self.get(domain_id)
+        for name in ("per_second", "per_hour", "per_day"):
+            if name in changes:
+                setattr(row, f"rate_{name}", changes[name])
+        row.updated_at = self.now
+        await self.session.flush()
+        return row
+
+    async def set_warmup(self, domain_id: uuid.UUID, plan: WarmupPlan) -> SendingDomain:
+        if plan.max_per_day < plan.initial_per_day:
+            raise ValidationFailed.single(
+                "max_per_day", "the maximum must be at least the initial daily cap"
+            )
+        row = await self.get(domain_id)
+        row.warmup = plan.as_json()
+        row.updated_at = self.now
+        await self.session.flush()
+        return row
+
+    async def clear_warmup(self, domain_id: uuid.UUID) -> SendingDomain:
+        row = await self.get(domain_id)
+        row.warmup = None
         row.updated_at = self.now
         await self.session.flush()
         return row

@@ -11,10 +11,18 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postroom.ids import uuid7
+from postroom.ids import uuid7, uuid7_batch
 from postroom.models.platform import Event
 
-RESERVED_PREFIXES = ("email.", "contact.", "campaign.", "sequence.", "import.", "export.")
+RESERVED_PREFIXES = (
+    "email.",
+    "contact.",
+    "campaign.",
+    "sequence.",
+    "import.",
+    "export.",
+    "webhook.",
+)
 
 _EMAIL = (
     "queued sent delivered deferred uncertain skipped cancelled failed bounced complained "
@@ -33,6 +41,8 @@ KNOWN_TYPES = frozenset(
         "sequence.stopped",
         "import.completed",
         "export.completed",
+        # An endpoint Postroom disabled (HTTP 410, or failing for five days).
+        "webhook.endpoint_disabled",
     }
 )
 
@@ -72,7 +82,8 @@ async def record_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None
     """Set-based: one INSERT for many events (each dict holds Event columns)."""
     if not rows:
         return
-    for row in rows:
-        row.setdefault("id", uuid7())
+    # One lock and one urandom call for the batch's ids, not one per event.
+    for row, new_id in zip(rows, uuid7_batch(len(rows)), strict=True):
+        row.setdefault("id", new_id)
         row.setdefault("data", {})
     await session.execute(insert(Event), rows)

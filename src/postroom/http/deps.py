@@ -1,4 +1,5 @@
-"""FastAPI dependencies that read what ``ApiRoute`` prepared."""
+"""FastAPI dependencies that read what ``ApiRoute`` prepared. They are ``async def`` on
+purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per request."""
 
 from __future__ import annotations
 
@@ -14,29 +15,29 @@ from postroom.errors import Unauthenticated
 from postroom.http.principal import Principal
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-def get_session(request: Request) -> AsyncSession:
+async def get_session(request: Request) -> AsyncSession:
     session: AsyncSession = request.state.session
     return session
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     principal: Principal | None = request.state.principal
     if principal is None:
         raise Unauthenticated("this route needs an API key")
     return principal
 
 
-def get_workspace_id(request: Request) -> uuid.UUID:
-    return get_principal(request).require_workspace()
+async def get_workspace_id(request: Request) -> uuid.UUID:
+    return (await get_principal(request)).require_workspace()
 
 
-def get_clock(request: Request) -> Clock:
-    return get_ctx(request).clock
+async def get_clock(request: Request) -> Clock:
+    return (await get_ctx(request)).clock
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]

@@ -45,11 +45,15 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 
 def check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_LENGTH:
+    # Printable only: a NUL (which PostgreSQL cannot store) or another control character
+    # in a header is never a client's real key.
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ValidationFailed(
             [
                 FieldProblem(
-                    "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters", "invalid"
+                    "Idempotency-Key",
+                    f"must be 1 to {MAX_KEY_LENGTH} printable characters",
+                    "invalid",
                 )
             ]
         )

@@ -46,6 +46,22 @@ def decode_id_cursor(cursor: str | None) -> uuid.UUID | None:
         raise ValidationFailed.single("cursor", "is not a cursor this API returned") from None
 
 
+# Integer cursors (sequence and version numbers) name BIGINT columns: a larger number
+# cannot be bound as a query parameter (SQLite refuses it outright).
+MAX_INT_CURSOR = 2**63 - 1
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    """The non-negative integer inside a cursor (``None`` for no cursor)."""
+    if cursor is None:
+        return None
+    raw = decode_cursor(cursor)
+    # ``str.isdigit`` also accepts digits ``int`` refuses ("²"): ASCII digits only.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT_CURSOR:
+        raise ValidationFailed.single("cursor", "is not a cursor this API returned")
+    return int(raw)
+
+
 class PageParams(BaseModel):
     limit: int
     cursor: str | None

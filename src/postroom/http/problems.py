@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from python_multipart.exceptions import ParseError as MultipartBodyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from postroom import errors
@@ -125,6 +126,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         problems = validation_problems(exc)
         detail = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:3])
         return problem_response(422, detail, code="validation_failed", extra={"errors": problems})
+
+    @app.exception_handler(MultipartBodyError)
+    async def _multipart(_request: Request, exc: MultipartBodyError) -> JSONResponse:
+        # ``request.form()`` lets the parser's own errors through (Starlette turns only its
+        # size and count limits into a 400): a broken multipart body is the client's fault.
+        return problem_response(
+            400, f"the multipart/form-data body is malformed: {exc}", code="malformed_body"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 1. authenticate the key (401) and check the route's declared access (403);
 2. resolve path ids in the caller's workspace (404) — before the body is read;
+   then refuse a query string or JSON body holding text no database can store (422,
+   ``text_guard``);
 3. claim the ``Idempotency-Key`` (replay, 409, 422);
 4. run FastAPI's handler (body validation 422, the endpoint);
 5. commit (only here: services and repositories just flush), storing the idempotent
@@ -20,12 +22,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from postroom.context import AppContext
+from postroom.errors import FieldProblem, ValidationFailed
 from postroom.http import idempotency
 from postroom.http.access import Access, access_of
 from postroom.http.path_ids import resolve_path_ids
 from postroom.http.principal import Principal, authenticate, authorize
+from postroom.http.text_guard import unstorable_query, unstorable_text
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _is_json(request: Request) -> bool:
+    # FastAPI parses a body without a content type as JSON too.
+    content_type = request.headers.get("content-type", "").lower()
+    return not content_type or "json" in content_type
+
+
+def _refuse(problem: FieldProblem | None) -> None:
+    if problem is not None:
+        raise ValidationFailed([problem], f"{problem.field}: {problem.message}")
+
+
+def _refuse_unstorable_query(request: Request) -> None:
+    if "%00" in request.url.query:  # the only way a NUL gets into a query string
+        _refuse(unstorable_query(request.query_params.multi_items()))
 
 
 def app_context(request: Request) -> AppContext:
@@ -47,6 +67,8 @@ class ApiRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         access = self.access
+        # Only routes whose body FastAPI parses as JSON (the rest may stream uploads).
+        takes_json = self.body_field is not None
 
         async def run(request: Request) -> Response:
             ctx = app_context(request)
@@ -54,6 +76,7 @@ class ApiRoute(APIRoute):
             if method in READ_METHODS:
                 async with ctx.db.read_sessions() as session:
                     await self._admit(request, ctx, session, access)
+                    _refuse_unstorable_query(request)
                     request.state.session = session
                     return await handler(request)
 
@@ -62,6 +85,9 @@ class ApiRoute(APIRoute):
             # are written in their own short transactions.
             async with ctx.db.read_sessions() as pre:
                 principal = await self._admit(request, ctx, pre, access)
+            _refuse_unstorable_query(request)
+            if takes_json and _is_json(request):
+                _refuse(unstorable_text(await request.body()))
             claim: idempotency.Claim | None = None
             key = request.headers.get("idempotency-key")
             if method == "POST" and key is not None and principal is not None:

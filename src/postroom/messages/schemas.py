@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_BATCH = 100
+
+
+def _one_line(value: str | None) -> str | None:
+    # These become header values: a line break would end the header (or start another),
+    # and the message could never be sent. Refused here rather than at delivery.
+    if value is not None and ("\r" in value or "\n" in value):
+        raise ValueError("must be a single line (no CR or LF)")
+    return value
+
+
+OneLine = Annotated[str | None, AfterValidator(_one_line)]
 
 
 class Mailbox(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str = Field(max_length=320)
-    name: str | None = Field(None, max_length=255)
+    name: OneLine = Field(None, max_length=255)
 
 
 class BatchEntry(BaseModel):
@@ -38,7 +49,7 @@ class MessageCreate(BaseModel):
     batch: list[BatchEntry] | None = Field(None, max_length=MAX_BATCH)
     template_id: uuid.UUID | None = None
     template_version_id: uuid.UUID | None = None
-    subject: str | None = Field(None, max_length=998)
+    subject: OneLine = Field(None, max_length=998)
     html: str | None = Field(None, max_length=1_000_000)
     text: str | None = Field(None, max_length=1_000_000)
     preheader: str | None = Field(None, max_length=998)

@@ -7,7 +7,9 @@ from postroom.models.base import Base
 from postroom.models.contacts import Contact, ContactList, Segment, Subscription, Suppression
 from postroom.models.delivery import Delivery, Send
 from postroom.models.domains import DkimKey, SendingDomain
+from postroom.models.double_opt_in import ListConfirmation
 from postroom.models.platform import Event, IdempotencyRecord, Job, Upload, UploadChunk
+from postroom.models.providers import FeedbackProvider, ProviderReplay
 from postroom.models.templates import Template, TemplateVersion
 from postroom.models.workspaces import ApiKey, Workspace
 
@@ -19,8 +21,11 @@ __all__ = [
     "Delivery",
     "DkimKey",
     "Event",
+    "FeedbackProvider",
     "IdempotencyRecord",
     "Job",
+    "ListConfirmation",
+    "ProviderReplay",
     "Segment",
     "Send",
     "SendingDomain",

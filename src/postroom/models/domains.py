@@ -66,6 +66,13 @@ class SendingDomain(Base):
     # What the last check found, per record: {"spf": {"found": [...], "detail": "..."}, ...}
     check_details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     checked_at: Mapped[datetime | None]
+    # Sending rate limits of mail from this domain (messages per window; NULL: unlimited)
+    # and an optional warm-up plan ({"start_date", "initial_per_day", "growth_factor",
+    # "max_per_day"}): see postroom.delivery.rate_limits.
+    rate_per_second: Mapped[int | None] = mapped_column(Integer)
+    rate_per_hour: Mapped[int | None] = mapped_column(Integer)
+    rate_per_day: Mapped[int | None] = mapped_column(Integer)
+    warmup: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

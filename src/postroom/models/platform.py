@@ -72,6 +72,10 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_workspace_id_type_occurred_at", "workspace_id", "type", "occurred_at"),
         Index("ix_events_contact_id_occurred_at", "contact_id", "occurred_at"),
+        # Without AUTOINCREMENT SQLite hands out max(seq) + 1, so after a GDPR erase deletes
+        # the newest events their seqs come back, and the consumers reading after a seq
+        # cursor (analytics, webhooks) would skip the new events. (PostgreSQL: a sequence.)
+        {"sqlite_autoincrement": True},
     )
 
     seq: Mapped[int] = mapped_column(

@@ -23,7 +23,7 @@ from postroom.http.deps import Ctx, CurrentPrincipal, Session, WorkspaceId
 from postroom.http.pagination import (
     Page,
     PageParams,
-    decode_cursor,
+    decode_int_cursor,
     encode_cursor,
     page_of,
     page_params,
@@ -220,12 +220,7 @@ async def list_versions(
     template_id: uuid.UUID, session: Session, workspace_id: WorkspaceId, ctx: Ctx, paging: Paging
 ) -> Page[VersionSummary]:
     """The history, newest first, with who created and published each version and when."""
-    before = None
-    if paging.cursor is not None:
-        try:
-            before = int(decode_cursor(paging.cursor))
-        except ValueError:
-            raise ValidationFailed.single("cursor", "is not a cursor this API returned") from None
+    before = decode_int_cursor(paging.cursor)
     rows = await _service(session, workspace_id, ctx).history(template_id, before, paging.limit)
     page, _ = page_of(rows, paging.limit)
     cursor = encode_cursor(str(page[-1].number)) if len(rows) > paging.limit else None

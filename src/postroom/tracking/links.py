@@ -91,6 +91,66 @@ def rewrite_links(
     return _HREF_IN_LINK_TAG.sub(rewrite, html_text)
 
 
+class LinkRewriter:
+    """Click rewriting for one send, with the per-link work done once per send.
+
+    Every recipient of a send has (nearly) the same links, so what does not depend on
+    the recipient is cached per distinct raw ``href`` value: whether it is tracked, and
+    the attribute-safe, per-send part of its click URL (``link_part(url)``, e.g. the
+    signed link half of a two-part click token). Per message, only the regex pass and
+    one string join per link remain; the per-message part of the click URL
+    (``prefix``) is prepended.
+    """
+
+    __slots__ = ("_cache", "_link_part", "_skip", "max_entries")
+
+    def __init__(
+        self,
+        link_part: Callable[[str], str],
+        *,
+        skip: Callable[[str], bool] | None = None,
+        max_entries: int = 4096,
+    ) -> None:
+        self._link_part = link_part
+        self._skip = skip
+        self._cache: dict[str, str | None] = {}
+        self.max_entries = max_entries
+
+    def _entry(self, raw: str) -> str | None:
+        url = _clean_url(raw)
+        entry: str | None = None
+        if is_trackable(url) and not (self._skip is not None and self._skip(url)):
+            entry = self._link_part(url)
+            if _ATTRIBUTE_UNSAFE.search(entry):
+                entry = html.escape(entry, quote=True)
+        if len(self._cache) >= self.max_entries:
+            # Personalised links never repeat; start over rather than grow without bound.
+            self._cache.clear()
+        self._cache[raw] = entry
+        return entry
+
+    def rewrite(self, html_text: str, prefix: str) -> str:
+        """``html_text`` with each trackable ``href`` set to ``prefix + link_part(url)``
+        (the same result as :func:`rewrite_links` with that click URL)."""
+        if _ATTRIBUTE_UNSAFE.search(prefix):
+            prefix = html.escape(prefix, quote=True)
+        cache = self._cache
+        entry_for = self._entry
+
+        def rewrite(match: re.Match[str]) -> str:
+            double, single, bare = match.group(2, 3, 4)
+            raw = double if double is not None else single if single is not None else bare
+            try:
+                part = cache[raw]
+            except KeyError:
+                part = entry_for(raw)
+            if part is None:
+                return match.group()
+            return f'{match.group(1)}"{prefix}{part}"'
+
+        return _HREF_IN_LINK_TAG.sub(rewrite, html_text)
+
+
 def open_pixel_html(url: str) -> str:
     """A 1x1 image tag for the open-tracking URL."""
     return (

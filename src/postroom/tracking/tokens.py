@@ -5,6 +5,15 @@ Open and click tokens carry the workspace, send, delivery and contact ids, so re
 open or click needs no database read; a click token also carries the target URL, so the
 redirect can only ever go where the signed message pointed (no open redirect). Tokens are
 HMAC-signed per purpose and never expire; old secret keys keep verifying them.
+
+Click tokens come in two shapes, both accepted by :meth:`TrackingLinks.read_click`:
+
+- ``REF.MAC.LINK.MAC`` (current): a per-message part signing the delivery ids, and a
+  per-send part signing (send id, target URL). The link part is the same for every
+  recipient of a send, so the builder signs each distinct URL once per send instead of
+  once per recipient; the send id inside it must match the message part's, so a link
+  part cannot be grafted onto a message of another send.
+- ``PAYLOAD.MAC`` (tokens in mail sent before): one MAC over the ids and the URL.
 """
 
 from __future__ import annotations
@@ -47,7 +56,9 @@ class TrackingLinks:
     def __init__(self, ctx: AppContext) -> None:
         self.base = ctx.settings.public_base_url
         self._open = ctx.signer("open")
-        self._click = ctx.signer("click")
+        self._click = ctx.signer("click")  # the original one-part click tokens
+        self._click_ref = ctx.signer("click-message")
+        self._click_link = ctx.signer("click-link")
         self._unsubscribe = ctx.signer("unsubscribe")
         self._preferences = ctx.signer("preferences")
         self._view = ctx.signer("view")
@@ -57,7 +68,15 @@ class TrackingLinks:
         return f"{self.base}/t/o/{self._open.sign(ref.pack())}"
 
     def click_url(self, ref: DeliveryRef, url: str) -> str:
-        return f"{self.base}/t/c/{self._click.sign(ref.pack() + url.encode())}"
+        return self.click_prefix(ref) + self.click_link_part(ref.send_id, url)
+
+    def click_prefix(self, ref: DeliveryRef) -> str:
+        """The per-message start of every click URL of this delivery (ends with ".")."""
+        return f"{self.base}/t/c/{self._click_ref.sign(ref.pack())}."
+
+    def click_link_part(self, send_id: uuid.UUID, url: str) -> str:
+        """The per-send end of a click URL: the same for every recipient of a send."""
+        return self._click_link.sign(send_id.bytes + url.encode())
 
     def unsubscribe_url(self, ref: DeliveryRef) -> str:
         return f"{self.base}/u/{self._unsubscribe.sign(ref.pack())}"
@@ -77,6 +96,9 @@ class TrackingLinks:
         return DeliveryRef.unpack(payload) if payload else None
 
     def read_click(self, token: str) -> tuple[DeliveryRef, str] | None:
+        parts = token.split(".")
+        if len(parts) == 4:
+            return self._read_two_part_click(parts)
         payload = self._click.verify(token)
         if not payload:
             return None
@@ -86,6 +108,22 @@ class TrackingLinks:
         except UnicodeDecodeError:
             return None
         if ref is None or not url.lower().startswith(("http://", "https://")):
+            return None
+        return ref, url
+
+    def _read_two_part_click(self, parts: list[str]) -> tuple[DeliveryRef, str] | None:
+        message = self._click_ref.verify(f"{parts[0]}.{parts[1]}")
+        link = self._click_link.verify(f"{parts[2]}.{parts[3]}")
+        if not message or not link or len(message) != IDS_BYTES:
+            return None
+        ref = DeliveryRef.unpack(message)
+        if ref is None or link[:16] != ref.send_id.bytes:
+            return None
+        try:
+            url = link[16:].decode()
+        except UnicodeDecodeError:
+            return None
+        if not url.lower().startswith(("http://", "https://")):
             return None
         return ref, url
 

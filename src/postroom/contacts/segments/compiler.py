@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, exists, false, func, not_, or_, true
+from sqlalchemy import and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,6 +29,7 @@ from postroom.contacts.segments.predicates import (
     Attribute,
     DateField,
     EmailField,
+    EventActivity,
     ListMembership,
     Node,
     Not,
@@ -39,6 +40,8 @@ from postroom.contacts.segments.predicates import (
 )
 from postroom.contacts.segments.schema import FilterCondition, filter_predicate
 from postroom.models.contacts import Contact, Subscription
+from postroom.models.delivery import Delivery, Send
+from postroom.models.platform import Event
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
 _COMPARE: Final[dict[str, Callable[[Any, Any], Any]]] = {
@@ -87,6 +90,8 @@ class _Compiler:
         target = p.target
         if isinstance(target, Attribute):
             return self._attribute(p, target.path)
+        if isinstance(target, EventActivity):
+            return self._event(p, target)
         if isinstance(target, ListMembership):
             assert isinstance(p.value, tuple)
             return exists().where(
@@ -110,6 +115,27 @@ class _Compiler:
             return Contact.status == p.value
         assert isinstance(target, TextField)
         return self._text_column(p, getattr(Contact, target.column))
+
+    def _event(self, p: Predicate, target: EventActivity) -> ColumnElement[bool]:
+        """A correlated EXISTS over the contact's events of that type (served by the index
+        on ``(workspace_id, contact_id, type, occurred_at)``)."""
+        conditions: list[ColumnElement[bool]] = [
+            Event.workspace_id == Contact.workspace_id,
+            Event.contact_id == Contact.id,
+            Event.type == target.type,
+        ]
+        if p.op == "ge":
+            conditions.append(Event.occurred_at >= instant_at(p.value, self.now).to_datetime())
+        if target.campaign_id is not None:
+            # Engagement events point at the delivery they are about; keep the deliveries
+            # of the campaign's sends to this contact.
+            of_campaign = (
+                select(Delivery.id)
+                .join(Send, Send.id == Delivery.send_id)
+                .where(Delivery.contact_id == Contact.id, Send.campaign_id == target.campaign_id)
+            )
+            conditions += [Event.resource_type == "delivery", Event.resource_id.in_(of_campaign)]
+        return exists().where(*conditions)
 
     def _email(self, p: Predicate) -> ColumnElement[bool]:
         key = Contact.email_key

@@ -4,14 +4,16 @@ against (and handy for a single contact, e.g. a sequence's entry condition).
 ``contact`` holds the ``contacts`` columns by name: ``email_key`` (or ``email``, lower-cased
 here), ``status``, ``first_name``, ``last_name``, ``locale``, ``timezone``, ``created_at``,
 ``updated_at`` (aware datetimes) and ``attributes`` (the JSON object as ``json.loads`` gives
-it). ``list_ids`` are the lists the contact is *subscribed* to (status ``subscribed``).
+it). ``list_ids`` are the lists the contact is *subscribed* to (status ``subscribed``);
+``events`` the contact's events as mappings of ``type``, ``occurred_at`` and
+``campaign_id`` (of the delivery an engagement event is about, else ``None``).
 """
 
 from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,6 +24,7 @@ from postroom.contacts.segments.predicates import (
     Attribute,
     DateField,
     EmailField,
+    EventActivity,
     ListMembership,
     Node,
     Not,
@@ -48,23 +51,38 @@ def evaluate_filter(
     *,
     now: datetime,
     list_ids: set[str],
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """Whether ``contact`` matches ``filter``; raises ``InvalidFilter`` for a bad filter."""
-    return evaluate_predicate(filter_predicate(filter), contact, now=now, list_ids=list_ids)
+    return evaluate_predicate(
+        filter_predicate(filter), contact, now=now, list_ids=list_ids, events=events
+    )
 
 
 def evaluate_predicate(
-    node: Node, contact: Mapping[str, Any], *, now: datetime, list_ids: set[str]
+    node: Node,
+    contact: Mapping[str, Any],
+    *,
+    now: datetime,
+    list_ids: set[str],
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     subscribed = {uuid.UUID(str(list_id)) for list_id in list_ids}
-    return _Evaluator(contact, now, subscribed).node(node)
+    return _Evaluator(contact, now, subscribed, events).node(node)
 
 
 class _Evaluator:
-    def __init__(self, contact: Mapping[str, Any], now: datetime, lists: set[uuid.UUID]) -> None:
+    def __init__(
+        self,
+        contact: Mapping[str, Any],
+        now: datetime,
+        lists: set[uuid.UUID],
+        events: Sequence[Mapping[str, Any]],
+    ) -> None:
         self.contact = contact
         self.now = now
         self.lists = lists
+        self.events = events
 
     def node(self, node: Node) -> bool:
         if isinstance(node, AllOf):
@@ -79,6 +97,17 @@ class _Evaluator:
         target = p.target
         if isinstance(target, Attribute):
             return self._attribute(p, _lookup(self.contact.get("attributes"), target.path))
+        if isinstance(target, EventActivity):
+            found = [
+                e
+                for e in self.events
+                if e["type"] == target.type
+                and (target.campaign_id is None or e.get("campaign_id") == target.campaign_id)
+            ]
+            if p.op == "exists":
+                return bool(found)
+            since = instant_at(p.value, self.now).micros
+            return any(Instant.from_datetime(e["occurred_at"]).micros >= since for e in found)
         if isinstance(target, ListMembership):
             assert isinstance(p.value, tuple)
             return any(list_id in self.lists for list_id in p.value)

@@ -84,7 +84,19 @@ class Attribute:
     path: tuple[str, ...]
 
 
-Target = EmailField | StatusField | TextField | DateField | ListMembership | Attribute
+@dataclass(frozen=True, slots=True)
+class EventActivity:
+    """Events of the contact of one ``type`` (``email.opened``, a custom name…), those of
+    one campaign's deliveries only when ``campaign_id`` is set. ``exists``: at least one;
+    ``ge`` with a relative instant: at least one since then."""
+
+    type: str
+    campaign_id: uuid.UUID | None = None
+
+
+Target = (
+    EmailField | StatusField | TextField | DateField | ListMembership | Attribute | EventActivity
+)
 
 
 # --- values that need the clock -----------------------------------------------------------

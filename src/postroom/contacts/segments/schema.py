@@ -55,9 +55,15 @@ Cost: everything compiles to plain column, JSON and EXISTS tests over one scan o
 workspace's contacts. A date comparison on an attribute validates and normalises the string
 of every contact (``iso_dates``): a few times the cost of a number comparison.
 
-Event operators (``triggered``, ``triggeredWithin``, ``triggeredOlderThan``,
-``notTriggered``) and ``event.*`` fields are recognised and refused until events exist:
-``EVENT_OPERATORS`` is where they plug in.
+Events: ``event.<name>`` (any event type, custom names included) and the shorthand
+``email.opened``/``email.clicked``/``email.sent`` (every ``email.*`` type) take the event
+operators only: ``triggered`` (at least once), ``notTriggered`` (never),
+``triggeredWithin N unit`` (at least once at or after ``now - N``), ``notTriggeredWithin``
+(its negation; never-triggered contacts match) and ``triggeredOlderThan N unit`` (at least
+once, but not within the last N: Plunk's "occurred, but not recently"). On ``email.*``
+fields a ``campaign`` (id) keeps the events of that campaign's deliveries only. Each
+compiles to a correlated EXISTS over ``events`` (index
+``(workspace_id, contact_id, type, occurred_at)``).
 """
 
 from __future__ import annotations
@@ -109,6 +115,9 @@ class FilterRule(BaseModel):
     operator: str
     value: Any = None
     unit: str | None = None
+    campaign: str | None = Field(
+        None, description="Event operators on email.* fields: that campaign's mail only"
+    )
 
 
 class FilterGroup(BaseModel):

@@ -24,6 +24,7 @@ from postroom.contacts.segments.predicates import (
     Attribute,
     DateField,
     EmailField,
+    EventActivity,
     ListMembership,
     Node,
     Not,
@@ -37,6 +38,7 @@ from postroom.contacts.segments.predicates import (
     ascii_fold,
 )
 from postroom.errors import FieldProblem as FilterProblem
+from postroom.events.service import KNOWN_TYPES
 from postroom.models.contacts import CONTACT_STATUSES
 
 if TYPE_CHECKING:  # the models import this module
@@ -73,11 +75,24 @@ OPERATORS: Final = (
     "within",
     "olderThan",
 )
-# Operators on events (Mailglyph/Plunk). Refused until events exist; that work adds a target
-# for ``event.<name>`` fields and lets these through.
+# Operators on events (Mailglyph/Plunk), for ``event.<name>`` fields and the ``email.*``
+# engagement types: ever / since N units / before but not since N units (Plunk's meaning) /
+# never / not since N units (never included).
 EVENT_OPERATORS: Final = frozenset(
-    {"triggered", "triggeredWithin", "triggeredOlderThan", "notTriggered"}
+    {"triggered", "triggeredWithin", "triggeredOlderThan", "notTriggered", "notTriggeredWithin"}
 )
+_EVENT_OPERATOR_ORDER: Final = (
+    "triggered",
+    "triggeredWithin",
+    "triggeredOlderThan",
+    "notTriggered",
+    "notTriggeredWithin",
+)
+ALL_OPERATORS: Final = (*OPERATORS, *_EVENT_OPERATOR_ORDER)
+EVENT_PREFIX: Final = "event."
+# Email engagement types that may be named without ``event.`` (``email.opened``).
+EMAIL_EVENT_TYPES: Final = frozenset(t for t in KNOWN_TYPES if t.startswith("email."))
+MAX_EVENT_NAME: Final = 100
 
 _TEXT_OPERATORS: Final = frozenset(
     {"equals", "notEquals", "contains", "notContains", "startsWith", "in", "exists", "notExists"}
@@ -97,6 +112,7 @@ ALLOWED_OPERATORS: Final[dict[type, frozenset[str]]] = {
     ),
     ListMembership: frozenset({"equals", "notEquals", "in"}),
     Attribute: frozenset(OPERATORS),
+    EventActivity: EVENT_OPERATORS,
 }
 SUBSCRIBED_FIELD: Final = "subscribed"
 _COLUMN_FIELDS: Final[dict[str, Target]] = {
@@ -116,7 +132,16 @@ _COLUMN_FIELDS: Final[dict[str, Target]] = {
 }
 ATTRIBUTE_PREFIXES: Final = ("data.", "attributes.")
 _KEY_CHARACTERS: Final = frozenset(chr(code) for code in range(0x20, 0x7F)) - {'"', "\\", "."}
-FIELD_NAMES: Final = (*_COLUMN_FIELDS, SUBSCRIBED_FIELD, "data.<key>", "attributes.<key>")
+FIELD_NAMES: Final = (
+    *_COLUMN_FIELDS,
+    SUBSCRIBED_FIELD,
+    "data.<key>",
+    "attributes.<key>",
+    "event.<name>",
+    "email.opened",
+    "email.clicked",
+    "email.sent",
+)
 
 
 def resolve_field(name: str) -> Target | None:
@@ -125,6 +150,13 @@ def resolve_field(name: str) -> Target | None:
         return StatusField()
     if name in _COLUMN_FIELDS:
         return _COLUMN_FIELDS[name]
+    if name in EMAIL_EVENT_TYPES:
+        return EventActivity(name)
+    if name.startswith(EVENT_PREFIX):
+        event = name[len(EVENT_PREFIX) :]
+        if 0 < len(event) <= MAX_EVENT_NAME and event == event.strip() and event.isprintable():
+            return EventActivity(event)
+        return None
     for prefix in ATTRIBUTE_PREFIXES:
         if name.startswith(prefix):
             path = tuple(name[len(prefix) :].split("."))
@@ -195,17 +227,10 @@ class _Analysis:
 
     def _rule(self, rule: FilterRule, path: str) -> Node | None:
         operator_known = True
-        if rule.operator in EVENT_OPERATORS:
+        if rule.operator not in ALL_OPERATORS:
             self._problem(
                 f"{path}.operator",
-                f"'{rule.operator}' filters on events, which are not supported yet",
-                "not_supported_yet",
-            )
-            operator_known = False
-        elif rule.operator not in OPERATORS:
-            self._problem(
-                f"{path}.operator",
-                f"unknown operator '{rule.operator}'; use one of {', '.join(OPERATORS)}",
+                f"unknown operator '{rule.operator}'; use one of {', '.join(ALL_OPERATORS)}",
                 "unknown_operator",
             )
             operator_known = False
@@ -213,24 +238,52 @@ class _Analysis:
         if target is None:
             self._unknown_field(rule.field, f"{path}.field")
             return None
-        if not operator_known:
+        target = self._scoped(rule, path, target)
+        if not operator_known or target is None:
             return None
         allowed = ALLOWED_OPERATORS[type(target)]
         if rule.field == SUBSCRIBED_FIELD:
             allowed = frozenset({"equals", "notEquals"})
         if rule.operator not in allowed:
-            listed = ", ".join(op for op in OPERATORS if op in allowed)
+            listed = ", ".join(op for op in ALL_OPERATORS if op in allowed)
+            hint = (
+                "; event operators apply to event.<name> and email.* fields"
+                if rule.operator in EVENT_OPERATORS
+                else ""
+            )
             self._problem(
                 f"{path}.operator",
-                f"'{rule.operator}' does not apply to '{rule.field}'; use one of {listed}",
+                f"'{rule.operator}' does not apply to '{rule.field}'; use one of {listed}{hint}",
                 "operator_not_allowed",
             )
             return None
         return _RuleBuilder(self, rule, path, target).build()
 
+    def _scoped(self, rule: FilterRule, path: str, target: Target) -> Target | None:
+        """The target with the rule's ``campaign`` (email events of one campaign only)."""
+        if rule.campaign is None:
+            return target
+        if not isinstance(target, EventActivity) or not target.type.startswith("email."):
+            self._problem(
+                f"{path}.campaign",
+                "campaign applies to email events only (email.sent, email.opened…)",
+                "invalid_campaign",
+            )
+            return None
+        try:
+            return EventActivity(target.type, uuid.UUID(str(rule.campaign)))
+        except ValueError:
+            self._problem(f"{path}.campaign", "must be a campaign id (a UUID)", "invalid_campaign")
+            return None
+
     def _unknown_field(self, name: str, path: str) -> None:
-        if name.startswith("event."):
-            self._problem(path, "event fields are not supported yet", "not_supported_yet")
+        if name.startswith(EVENT_PREFIX):
+            self._problem(
+                path,
+                f"an event name is 1-{MAX_EVENT_NAME} printable characters, no spaces at "
+                "either end",
+                "invalid_event_name",
+            )
         elif name.startswith(ATTRIBUTE_PREFIXES):
             self._problem(
                 path,
@@ -269,6 +322,8 @@ class _RuleBuilder:
 
     def _build(self) -> Node:
         operator, target, value = self.rule.operator, self.target, self.rule.value
+        if isinstance(target, EventActivity):
+            return self._event(operator, target)
         if operator in ("notEquals", "notContains", "notExists"):
             positive = {"notEquals": "equals", "notContains": "contains", "notExists": "exists"}
             return Not(self._positive(positive[operator], target, value))
@@ -292,6 +347,19 @@ class _RuleBuilder:
         delta = self._relative()
         op: Op = "ge" if operator == "within" else "lt"
         return Predicate(target, op, RelativeInstant(delta))
+
+    def _event(self, operator: str, target: EventActivity) -> Node:
+        ever = Predicate(target, "exists", None)
+        if operator == "triggered":
+            return ever
+        if operator == "notTriggered":
+            return Not(ever)
+        recent = Predicate(target, "ge", RelativeInstant(self._relative()))
+        if operator == "triggeredWithin":
+            return recent
+        if operator == "notTriggeredWithin":
+            return Not(recent)
+        return AllOf((ever, Not(recent)))  # triggeredOlderThan
 
     def _equals(self, target: Target, value: Any) -> Node:
         if self.rule.field == SUBSCRIBED_FIELD:
