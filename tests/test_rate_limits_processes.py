@@ -29,14 +29,16 @@ from tests.test_engine import addresses, deliveries, queue_send
 
 LIMIT = 20  # messages per second at the relay
 COUNT = 100
+BURST = LIMIT // 5
 # The limiter grants at most LIMIT in any 1.1 s, in paced bursts of at most LIMIT / 5
-# (4) per 175 ms. The server sees each burst a little after its grant, and on a busy
-# shared machine (load 7-8 on 2 cores while this was written) that delay varies by up
-# to a few hundred ms: a burst that arrives late can land in the same 1-second window
-# as the next second's bursts. One late burst is what TOLERANCE allows; a limiter that
-# is not shared (2 x LIMIT), or lets a second's allowance through in one burst that
-# arrives late (up to 2 x LIMIT), still fails. Measured: 20-24 over 16 runs at load 7-10.
-TOLERANCE = 4
+# (4) per 175 ms. The server sees each burst a little after its grant, and that delay
+# varies with the machine's load (here: the rest of the suite on 2 cores) by up to a few
+# hundred ms, so a late burst can land in the next second's window: 20-24 in the busiest
+# second in most runs, 28 (two late bursts) seen once during a full suite run. Jitter
+# moves messages between neighbouring windows but cannot create them, so the test holds
+# the limit over 3 s (3 x LIMIT plus two late bursts) and bounds any single second below
+# 2 x LIMIT. A limiter that is not shared sends 2 x LIMIT per second (120 in 3 s) and
+# fails both.
 
 
 def _worker(db_url: str, data_dir: Path, name: str) -> subprocess.Popen[str]:
@@ -113,10 +115,14 @@ async def test_two_worker_processes_share_a_relays_per_second_limit(
     assert {row.attempts for row in rows.values()} == {1}  # waiting was never an attempt
 
     times = sorted(received)
-    busiest = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+
+    def busiest(seconds: float) -> int:
+        return max(bisect.bisect_left(times, t + seconds) - i for i, t in enumerate(times))
+
     elapsed = times[-1] - times[0]
-    print(f"\nbusiest 1-second window: {busiest} messages; {COUNT} in {elapsed:.2f} s")
-    assert busiest <= LIMIT + TOLERANCE
+    print(f"\nbusiest windows: 1 s {busiest(1.0)}, 3 s {busiest(3.0)}; {COUNT} in {elapsed:.2f} s")
+    assert busiest(3.0) <= 3 * LIMIT + 2 * BURST
+    assert busiest(1.0) < 2 * LIMIT
     # At most LIMIT per second: the first LIMIT within a second, then LIMIT per 1.1 s at
     # best (the 0.1 s margin is left for arrival jitter).
     assert elapsed >= (COUNT - LIMIT) / LIMIT
