@@ -191,6 +191,8 @@ async def test_fan_out_interrupted_then_rerun_has_no_duplicates_and_no_gaps(
         )
     rerun = await fan_out(ctx, campaign_id, chunk=5)
     assert rerun["inserted"] == 13
+    # 23 contacts in ranges of 5 (on PostgreSQL, rounds of two ranges side by side).
+    assert rerun["chunks"] == 5
     async with ctx.db.transaction() as session:
         rows = (
             await session.execute(
@@ -552,20 +554,21 @@ from postroom.context import AppContext
 from postroom.jobs.runner import JobRunner
 from postroom.wiring import register_job_kinds
 
-real_chunk = fanout.fanout_chunk
+real_insert = fanout._insert_rows
 calls = 0
 
-async def chunk_then_hang(*args, **kwargs):
-    # Two chunks have committed when the third starts: say so and hang until killed, so
-    # the test kills the process mid-way however fast or slow the machine is.
+async def insert_then_hang(*args, **kwargs):
+    # Two chunks (one round of two on PostgreSQL) have committed when the third insert
+    # starts: say so and hang until killed, so the test kills the process mid-way however
+    # fast or slow the machine is.
     global calls
     calls += 1
     if calls == 3:
         Path(sys.argv[3], "two-chunks-committed").touch()
         time.sleep(600)
-    return await real_chunk(*args, **kwargs)
+    return await real_insert(*args, **kwargs)
 
-fanout.fanout_chunk = chunk_then_hang
+fanout._insert_rows = insert_then_hang
 
 async def main(url, secret, data_dir):
     settings = Settings(

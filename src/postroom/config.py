@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # how long workers may trust a send's state (cancel/pause stop mail within this);
     # how long a campaign may go without one delivery reaching a relay before it fails.
     campaign_fanout_chunk: int = Field(20_000, ge=100, le=1_000_000)
+    # PostgreSQL only: chunks inserted side by side (one connection each); SQLite has
+    # one writer and runs them one after another.
+    campaign_fanout_parallel: int = Field(2, ge=1, le=16)
     campaign_state_cache_seconds: float = Field(1.0, ge=0, le=1.0)
     campaign_relay_fail_hours: float = Field(24.0, gt=0)
 

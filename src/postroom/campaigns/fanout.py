@@ -18,6 +18,7 @@ double the fan-out's cost); the campaign's ``campaign.sending`` event stands for
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ class ChunkResult:
     done: bool
     inserted: int = 0
     note: str | None = None
+    chunks: int = 1
 
 
 def _delivery_ids(dialect: str) -> ColumnElement[Any]:
@@ -90,16 +92,28 @@ async def _segment_filters(
     return found if len(found) == len(ids) else None
 
 
-async def fanout_chunk(
-    session: AsyncSession, dialect: str, campaign_id: uuid.UUID, chunk: int, now: datetime
-) -> ChunkResult:
-    """Insert the next chunk of the campaign's audience; ``done`` when nothing is left
-    (or the campaign stopped). One transaction: the caller's."""
+@dataclass(slots=True)
+class _Target:
+    """What a chunk needs to know about its campaign, read under the chunk's lock."""
+
+    campaign: Campaign
+    send: Send
+    filters: dict[uuid.UUID, FilterCondition]
+    started: datetime
+
+
+async def _target(
+    session: AsyncSession, dialect: str, campaign_id: uuid.UUID, now: datetime, lock: str | None
+) -> _Target | ChunkResult:
+    """The campaign and its send, or why nothing (more) is to be inserted. ``lock`` takes
+    the campaign row ``update`` or ``share`` on PostgreSQL: either holds off a concurrent
+    cancel until the chunk commits, so the cancel's UPDATE sees (and cancels) every row the
+    chunk adds; ``share`` lets the chunks of one parallel round run side by side."""
     query = select(Campaign).where(Campaign.id == campaign_id)
-    if dialect == "postgresql":
-        # Holds off a concurrent cancel until this chunk commits, so the cancel's UPDATE
-        # sees (and cancels) every row this chunk adds.
+    if dialect == "postgresql" and lock == "update":
         query = query.with_for_update()
+    elif dialect == "postgresql" and lock == "share":
+        query = query.with_for_update(read=True)
     campaign = (await session.execute(query)).scalar_one_or_none()
     if campaign is None or campaign.send_id is None:
         return ChunkResult(True, note="the campaign is gone")
@@ -110,47 +124,72 @@ async def fanout_chunk(
     send = await session.get(Send, campaign.send_id)
     if send is None:
         return ChunkResult(True, note="the send is gone")
-    workspace_id = campaign.workspace_id
-    started = campaign.started_at or now
     audience = Audience.model_validate(campaign.audience)
-    filters = await _segment_filters(session, workspace_id, audience)
+    filters = await _segment_filters(session, campaign.workspace_id, audience)
     if filters is None:
         from postroom.campaigns.service import CampaignService
 
-        await CampaignService(session, workspace_id, now).fail(
+        await CampaignService(session, campaign.workspace_id, now).fail(
             campaign.id, "a segment of the audience was deleted"
         )
         return ChunkResult(True, note="a segment of the audience was deleted")
-    cursor = campaign.fanout_cursor
-    bound = select(Contact.id).where(Contact.workspace_id == workspace_id)
-    if cursor is not None:
-        bound = bound.where(Contact.id > cursor)
-    upper = (
-        await session.execute(bound.order_by(Contact.id).offset(chunk - 1).limit(1))
-    ).scalar_one_or_none()
+    return _Target(campaign, send, filters, campaign.started_at or now)
 
+
+async def _upper_bounds(
+    session: AsyncSession, workspace_id: uuid.UUID, after: uuid.UUID | None, chunk: int, count: int
+) -> list[uuid.UUID | None]:
+    """The upper contact ids of the next ``count`` chunks after ``after``, each found on the
+    ``(workspace_id, id)`` index alone; ``None`` ends the list: that chunk runs to the end."""
+    uppers: list[uuid.UUID | None] = []
+    lower = after
+    while len(uppers) < count:
+        bound = select(Contact.id).where(Contact.workspace_id == workspace_id)
+        if lower is not None:
+            bound = bound.where(Contact.id > lower)
+        upper = (
+            await session.execute(bound.order_by(Contact.id).offset(chunk - 1).limit(1))
+        ).scalar_one_or_none()
+        uppers.append(upper)
+        if upper is None:
+            break
+        lower = upper
+    return uppers
+
+
+async def _insert_rows(
+    session: AsyncSession,
+    dialect: str,
+    target: _Target,
+    lower: uuid.UUID | None,
+    upper: uuid.UUID | None,
+    now: datetime,
+) -> int:
+    """One ``INSERT … SELECT`` of the audience's contacts in ``(lower, upper]``."""
+    workspace_id = target.campaign.workspace_id
+    audience = Audience.model_validate(target.campaign.audience)
     where = audience_where(
         audience,
         workspace_id=workspace_id,
-        now=started,
+        now=target.started,
         dialect_name=dialect,
-        segment_filters=filters,
+        segment_filters=target.filters,
         purpose="marketing",
     )
-    conditions = [where, Contact.created_at <= started]
-    if cursor is not None:
-        conditions.append(Contact.id > cursor)
+    conditions = [where, Contact.created_at <= target.started]
+    if lower is not None:
+        conditions.append(Contact.id > lower)
     if upper is not None:
         conditions.append(Contact.id <= upper)
     moment = bindparam("fanout_now", now, type_=UTCDateTime())
     rows = select(
         _delivery_ids(dialect),
         cast(literal(workspace_id, Uuid()), Uuid()),
-        cast(literal(send.id, Uuid()), Uuid()),
+        cast(literal(target.send.id, Uuid()), Uuid()),
         Contact.id,
         Contact.email,
         literal("queued"),
-        literal(send.priority),
+        literal(target.send.priority),
         literal(0),
         moment,
         moment,
@@ -179,18 +218,98 @@ async def fanout_chunk(
     )
     # rowcount of an INSERT … SELECT is only kept when asked for (psycopg reports -1).
     result = await session.execute(statement.execution_options(preserve_rowcount=True))
-    inserted = max(int(getattr(result, "rowcount", 0) or 0), 0)
-    repo = CampaignRepository(session, workspace_id)
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+async def _advance(
+    session: AsyncSession, target: _Target, upper: uuid.UUID | None, now: datetime
+) -> bool:
+    """Move the cursor to ``upper``, or mark the fan-out finished when ``upper`` is None
+    (the last chunk ran to the end); true when finished."""
+    repo = CampaignRepository(session, target.campaign.workspace_id)
     if upper is None:
-        recipients = await repo.delivery_count(send.id)
+        recipients = await repo.delivery_count(target.send.id)
         await repo.move(
-            campaign.id,
+            target.campaign.id,
             FANNING,
             {"fanned_out_at": now, "recipients": recipients, "updated_at": now},
         )
-        return ChunkResult(True, inserted)
-    await repo.move(campaign.id, FANNING, {"fanout_cursor": upper})
-    return ChunkResult(False, inserted)
+        return True
+    await repo.move(target.campaign.id, FANNING, {"fanout_cursor": upper})
+    return False
+
+
+async def fanout_chunk(
+    session: AsyncSession, dialect: str, campaign_id: uuid.UUID, chunk: int, now: datetime
+) -> ChunkResult:
+    """Insert the next chunk of the campaign's audience and move the cursor past it, in the
+    caller's transaction; ``done`` when nothing is left (or the campaign stopped)."""
+    target = await _target(session, dialect, campaign_id, now, "update")
+    if isinstance(target, ChunkResult):
+        return target
+    cursor = target.campaign.fanout_cursor
+    [upper] = await _upper_bounds(session, target.campaign.workspace_id, cursor, chunk, 1)
+    inserted = await _insert_rows(session, dialect, target, cursor, upper, now)
+    return ChunkResult(await _advance(session, target, upper, now), inserted)
+
+
+async def _in_chunk_transaction(ctx: Any, work: Any) -> Any:
+    """``work(session)`` in a transaction of its own. On PostgreSQL a chunk's commit does
+    not wait for the WAL flush: a commit lost in a crash (the last few hundred ms) loses
+    the chunk's rows and its cursor move alike, or only rows of a parallel round whose
+    cursor had not moved yet, and the job redoes that range."""
+    async with ctx.db.transaction() as session:
+        if ctx.db.dialect == "postgresql":
+            await session.execute(text("SET LOCAL synchronous_commit = off"))
+        return await work(session)
+
+
+async def _parallel_round(ctx: Any, campaign_id: uuid.UUID, size: int, width: int) -> ChunkResult:
+    """``width`` chunks inserted side by side, each in its own transaction and connection
+    (PostgreSQL spends most of a chunk in one backend's CPU: index maintenance), then the
+    cursor moved past all of them. A crash before the cursor moves leaves some ranges
+    inserted and the cursor behind them: the rerun meets those rows, and ``ON CONFLICT DO
+    NOTHING`` skips them."""
+    dialect = ctx.db.dialect
+    now = ctx.clock.now()
+    async with ctx.db.transaction() as session:
+        target = await _target(session, dialect, campaign_id, now, None)
+        if isinstance(target, ChunkResult):
+            return target
+        cursor = target.campaign.fanout_cursor
+        uppers = await _upper_bounds(session, target.campaign.workspace_id, cursor, size, width)
+    lowers = [cursor, *uppers[:-1]]
+
+    async def insert(lower: uuid.UUID | None, upper: uuid.UUID | None) -> ChunkResult:
+        async def work(session: AsyncSession) -> ChunkResult:
+            locked = await _target(session, dialect, campaign_id, now, "share")
+            if isinstance(locked, ChunkResult):
+                return locked
+            return ChunkResult(
+                False, await _insert_rows(session, dialect, locked, lower, upper, now)
+            )
+
+        result: ChunkResult = await _in_chunk_transaction(ctx, work)
+        return result
+
+    results = await asyncio.gather(*(insert(lo, up) for lo, up in zip(lowers, uppers, strict=True)))
+    inserted = sum(result.inserted for result in results)
+    stopped = next((result for result in results if result.done), None)
+    if stopped is not None:
+        return ChunkResult(True, inserted, stopped.note, len(uppers))
+
+    async def advance(session: AsyncSession) -> ChunkResult:
+        locked = await _target(session, dialect, campaign_id, now, "update")
+        if isinstance(locked, ChunkResult):
+            return ChunkResult(True, inserted, locked.note)
+        if locked.campaign.fanout_cursor != cursor:
+            # Another runner moved it: go on from there.
+            return ChunkResult(False, inserted, chunks=len(uppers))
+        finished = await _advance(session, locked, uppers[-1], now)
+        return ChunkResult(finished, inserted, chunks=len(uppers))
+
+    advanced: ChunkResult = await _in_chunk_transaction(ctx, advance)
+    return advanced
 
 
 async def fan_out(
@@ -201,20 +320,26 @@ async def fan_out(
     max_chunks: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run chunks (each its own transaction) until done, or ``max_chunks`` (tests and the
-    benchmark use that to stop half-way, as a crash would)."""
+    """Run chunks until done, or ``max_chunks`` (tests and the benchmark use that to stop
+    half-way, as a crash would). On PostgreSQL ``campaign_fanout_parallel`` chunks run side
+    by side; SQLite has one writer, so its chunks run one after another."""
     size = chunk or ctx.settings.campaign_fanout_chunk
+    parallel = ctx.settings.campaign_fanout_parallel if ctx.db.dialect == "postgresql" else 1
     inserted = chunks = 0
     note = None
     while max_chunks is None or chunks < max_chunks:
-        async with ctx.db.transaction() as session:
-            if ctx.db.dialect == "postgresql":
-                # The chunk's rows and the cursor commit together, so a commit lost in a
-                # crash (the last few hundred ms) loses both, and the job redoes that chunk:
-                # no need to wait for the WAL flush at each commit.
-                await session.execute(text("SET LOCAL synchronous_commit = off"))
-            result = await fanout_chunk(session, ctx.db.dialect, campaign_id, size, ctx.clock.now())
-        chunks += 1
+        width = parallel if max_chunks is None else min(parallel, max_chunks - chunks)
+        if width > 1:
+            result = await _parallel_round(ctx, campaign_id, size, width)
+        else:
+
+            async def one(session: AsyncSession) -> ChunkResult:
+                return await fanout_chunk(
+                    session, ctx.db.dialect, campaign_id, size, ctx.clock.now()
+                )
+
+            result = await _in_chunk_transaction(ctx, one)
+        chunks += result.chunks
         inserted += result.inserted
         note = result.note
         if result.done:
