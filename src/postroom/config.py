@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     # HTTP.
     idempotency_ttl_hours: int = Field(24, ge=1)
     db_pool_size: int = Field(10, ge=1)
+    # SQLite page cache per connection (a process keeps up to 2 x db_pool_size).
+    sqlite_cache_mb: int = Field(8, ge=1, le=4096)
     log_level: str = "info"
 
     @field_validator("old_secret_keys", mode="before")

@@ -47,7 +47,11 @@ class AppContext:
     ) -> AppContext:
         settings.resolve_secrets()
         database = db or Database.from_engine(
-            create_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+            create_engine(
+                settings.sqlalchemy_url,
+                pool_size=settings.db_pool_size,
+                sqlite_cache_mb=settings.sqlite_cache_mb,
+            )
         )
         return cls(
             settings=settings,

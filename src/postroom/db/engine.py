@@ -27,7 +27,10 @@ from sqlalchemy.pool import NullPool
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+DEFAULT_SQLITE_CACHE_MB = 8
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, cache_mb: int = DEFAULT_SQLITE_CACHE_MB) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so "begin" below decides the mode.
@@ -37,8 +40,10 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # 64 MB page cache per connection: big batches touch several indexes at once.
-        cursor.execute("PRAGMA cache_size=-65536")
+        # The page cache is per connection and a process holds up to 2 x pool size of
+        # them: SQLite's 2 MB default makes big batches (which touch several indexes at
+        # once) reread pages, while 64 MB each took a send worker past 400 MB of RSS.
+        cursor.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
@@ -48,7 +53,13 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB,
+) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url,
@@ -57,7 +68,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             pool_size=pool_size,
             max_overflow=pool_size,
         )
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, sqlite_cache_mb)
         return engine
     return create_async_engine(
         url,
