@@ -39,6 +39,7 @@ from postroom.contacts.import_reader import ImportFormat, read_import
 from postroom.contacts.lists_repository import ListRepository, SubscriptionRepository
 from postroom.contacts.upsert import ContactUpserter, RowOutcome
 from postroom.context import AppContext
+from postroom.db.statistics import analyze_if_stale
 from postroom.errors import NotFound
 from postroom.events.service import record
 
@@ -246,6 +247,9 @@ class ContactImporter:
             source.close(finished)
         self.summary.errors.sort(key=lambda error: int(error["line"]))
         async with self.ctx.db.transaction() as session:
+            # Whatever runs next on these rows (a segment count, a campaign's fan-out) is
+            # planned from fresh statistics rather than from the empty tables of before.
+            await analyze_if_stale(session, ("contacts", "subscriptions"))
             await record(
                 session,
                 workspace_id=self.workspace_id,

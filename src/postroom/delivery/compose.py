@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.context import AppContext
 from postroom.delivery.message import OutgoingMessage
+from postroom.delivery.mime import Marked
 from postroom.delivery.verp import verp_address
 from postroom.feedback.addresses import reply_address, reply_keys, reply_tokens_enabled
 from postroom.models.delivery import Send
@@ -33,8 +34,8 @@ from postroom.templates.rendering import (
     compile_content_cached,
     render_content,
 )
-from postroom.tracking.links import LinkRewriter, insert_open_pixel
-from postroom.tracking.tokens import DeliveryRef, TrackingLinks
+from postroom.tracking.links import CLICK_MARK, LinkRewriter, attribute_safe, insert_open_pixel
+from postroom.tracking.tokens import DeliveryRef, MessageUrls, TrackingLinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +133,58 @@ class Composer:
         tracking: bool = True,
         unsubscribe_url: str | None = None,
     ) -> RenderedContent:
+        urls = self.links.for_message(ref)
+        unsubscribe_url = unsubscribe_url or urls.unsubscribe
+        return self._render(send, compiled, urls, contact, variables, tracking, unsubscribe_url)[0]
+
+    def _render(
+        self,
+        send: Send,
+        compiled: CompiledContent,
+        urls: MessageUrls,
+        contact: Mapping[str, Any] | None,
+        variables: Mapping[str, Any] | None,
+        tracking: bool,
+        unsubscribe_url: str,
+    ) -> tuple[RenderedContent, Marked | None]:
+        """The rendered content, and its HTML with the click prefix marked (or None)."""
         context = build_context(
             contact=contact,
             variables=variables,
-            unsubscribe_url=unsubscribe_url or self.links.unsubscribe_url(ref),
-            manage_url=self.links.manage_url(ref),
-            view_in_browser_url=self.links.view_url(ref),
+            unsubscribe_url=unsubscribe_url,
+            manage_url=urls.manage,
+            view_in_browser_url=urls.view,
         )
-        rendered = render_content(compiled, context)
+        parts: list[str] = []
+        rendered = render_content(compiled, context, html_parts=parts)
         if not tracking:
-            return rendered
-        html = rendered.html
-        if html and send.track_clicks:
-            html = self.rewriter(send.id).rewrite(html, self.links.click_prefix(ref))
-        if html and send.track_opens:
-            html = insert_open_pixel(html, self.links.open_url(ref))
-        return RenderedContent(
+            return rendered, None
+        html, marked = self._track(send, rendered.html, parts, urls)
+        content = RenderedContent(
             subject=rendered.subject, html=html, text=rendered.text, preheader=rendered.preheader
         )
+        return content, marked
+
+    def _track(
+        self, send: Send, html: str, parts: list[str], urls: MessageUrls
+    ) -> tuple[str, Marked | None]:
+        """Click rewriting and the open pixel. Links are rewritten with a mark standing in
+        for the message's click prefix, then the prefix is put in: the marked HTML goes to
+        the builder along with the real one, so that the lines of a campaign's links, the
+        same for every recipient when marked, are encoded once per send."""
+        if not html:
+            return html, None
+        marked = None
+        if send.track_clicks:
+            prefix = attribute_safe(urls.click_prefix)
+            text = self.rewriter(send.id).rewrite_parts(parts, CLICK_MARK)
+            if send.track_opens:
+                text = insert_open_pixel(text, urls.open)
+            marked = Marked.of(text, CLICK_MARK, prefix)
+            return marked.real, marked
+        if send.track_opens:
+            html = insert_open_pixel(html, urls.open)
+        return html, None
 
     def envelope(
         self,
@@ -165,12 +200,14 @@ class Composer:
         subject_prefix: str = "",
     ) -> Composed:
         ref = self.ref(send, delivery_id, contact_id)
-        unsubscribe_url = self.links.unsubscribe_url(ref)  # signed once: body and header
-        rendered = self.render(
-            send, compiled, ref, contact, variables, unsubscribe_url=unsubscribe_url
+        urls = self.links.for_message(ref)  # signed once: body and header
+        unsubscribe_url = urls.unsubscribe
+        rendered, marked = self._render(
+            send, compiled, urls, contact, variables, True, unsubscribe_url
         )
         marketing = send.purpose == "marketing"
-        return_path = verp_address(str(delivery_id), self.verp_key, self.bounce_domain)
+        delivery = str(delivery_id)
+        return_path = verp_address(delivery, self.verp_key, self.bounce_domain)
         name = ""
         if contact:
             name = " ".join(
@@ -185,7 +222,7 @@ class Composer:
             subject=subject_prefix + rendered.subject,
             html=rendered.html or None,
             text=rendered.text or None,
-            delivery_id=str(delivery_id),
+            delivery_id=delivery,
             date=now,
             list_unsubscribe_url=unsubscribe_url if marketing else None,
             list_unsubscribe_mailto=f"mailto:{return_path}?subject=unsubscribe"
@@ -193,6 +230,7 @@ class Composer:
             else None,
             list_id=self.list_id(send) if marketing else None,
             feedback_id=self.feedback_id(send),
+            html_marked=marked if rendered.html else None,
         )
         return Composed(mail_from=return_path, rcpt_to=email, message=message)
 

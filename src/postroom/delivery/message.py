@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from postroom.delivery.mime import (
     HARD_LINE_LIMIT,
     SOFT_LINE_LIMIT,
+    Marked,
     WireReady,
     encode_text_body,
     format_date,
@@ -66,6 +67,10 @@ class OutgoingMessage:
     list_id: str | None = None  # "Name <id.example.com>" or "id.example.com"
     feedback_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # ``html`` with the message's click-URL prefix marked, from the composer: the lines of
+    # a campaign's links then repeat for every recipient, so their encoding is made once
+    # per send (see ``mime.Marked``). Used only while ``html is html_marked.real``.
+    html_marked: Marked | None = None
 
 
 # Headers the builder writes itself; extra headers may not set (or duplicate) them.
@@ -217,7 +222,7 @@ def _body(msg: OutgoingMessage, message_id: str) -> tuple[str, bytes]:
         # produce "=_", and a 7bit part is checked not to contain the boundary.
         boundary = "=_" + hashlib.blake2b(message_id.encode(), digest_size=12).hexdigest()
         text_cte, text_body = encode_text_body(text, boundary)
-        html_cte, html_body = encode_text_body(html, boundary)
+        html_cte, html_body = encode_text_body(html, boundary, msg.html_marked)
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
         body = b"".join(
             (
@@ -236,7 +241,7 @@ def _body(msg: OutgoingMessage, message_id: str) -> tuple[str, bytes]:
     content, subtype = (html, "html") if html else (text, "plain")
     if not content:
         raise MessageBuildError("a message needs an HTML or a text body")
-    cte, body = encode_text_body(content, None)
+    cte, body = encode_text_body(content, None, msg.html_marked if html else None)
     return (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n',
         body,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import cast
@@ -168,40 +169,133 @@ def mailbox(name: str, address: str, first_column: int) -> str:
     return f"{phrase}\r\n <{address}>"
 
 
-def quoted_printable(data: bytes) -> bytes:
+def quoted_printable(data: bytes, mark: Marked | None = None) -> bytes:
     """RFC 2045 6.7 encoding of LF-separated text, returned with CRLF line breaks and
     no line starting with ``.`` (written ``=2E`` there, which decodes the same).
 
     Lines seen before come from a table; the new ones are escaped together with
     single-byte ``bytes.replace`` passes (C loops) and split by one regex ``findall``
     per over-long line.
+
+    With ``mark``, ``data`` holds ``mark.mark`` where the text has ``mark.value`` (see
+    :class:`Marked`), and the result is the encoding of the text.
     """
     lines = data.split(b"\n")
     known = _QP_LINES.get
     encoded = [known(line) for line in lines]
     if None in encoded:
         missing = [index for index, line in enumerate(encoded) if line is None]
-        fresh = _escape(b"\n".join([lines[index] for index in missing])).split(b"\n")
+        if mark is not None:
+            missing = _fill_marked(lines, encoded, missing, mark)
+            if not missing:
+                return b"\r\n".join(cast("list[bytes]", encoded))
         if len(_QP_LINES) + len(missing) > _QP_LINES_MAX:
             _QP_LINES.clear()
-        pieces = _QP_SOFT_PIECE.findall
+        fresh = _escape(b"\n".join([lines[index] for index in missing])).split(b"\n")
         for index, line in zip(missing, fresh, strict=True):
-            # Whitespace at the end of a line must be encoded, or transports may strip it.
-            if line.endswith(_TRAILING_WHITESPACE):
-                line = line[:-1] + (b"=20" if line[-1] == 0x20 else b"=09")
-            # No physical line may start with "." (see WireReady): "=2E" is the same.
-            if line[:1] == b".":
-                line = b"=2E" + line[1:]
-            if len(line) > 76:
-                broken = b"=\r\n".join(pieces(line))
-                if b"\n." in broken:
-                    # A soft break landed before a dot: with every dot of the line as
-                    # "=2E", no piece can start with one.
-                    broken = b"=\r\n".join(pieces(line.replace(b".", b"=2E")))
-                line = broken
+            line = _soft_broken(line, last=True)
             _QP_LINES[lines[index]] = line
             encoded[index] = line
     return b"\r\n".join(cast("list[bytes]", encoded))
+
+
+def _soft_broken(line: bytes, *, last: bool) -> bytes:
+    """An escaped line (or the piece of one that starts a physical line) made safe and
+    short. ``last``: it ends the line, so trailing whitespace is encoded; otherwise a
+    soft break follows it, so its last physical line may hold 75 characters at most."""
+    # Whitespace at the end of a line must be encoded, or transports may strip it.
+    if last and line.endswith(_TRAILING_WHITESPACE):
+        line = line[:-1] + (b"=20" if line[-1] == 0x20 else b"=09")
+    # No physical line may start with "." (see WireReady): "=2E" is the same.
+    if line[:1] == b".":
+        line = b"=2E" + line[1:]
+    if len(line) > (76 if last else 75):
+        # Every piece holds at most 75 characters, so a soft break fits after each.
+        pieces = _QP_SOFT_PIECE.findall
+        broken = b"=\r\n".join(pieces(line))
+        if b"\n." in broken:
+            # A soft break landed before a dot: with every dot of the line as
+            # "=2E", no piece can start with one.
+            broken = b"=\r\n".join(pieces(line.replace(b".", b"=2E")))
+        line = broken
+    return line
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """A text part given as ``text`` holding ``mark`` wherever the real part, ``real``,
+    holds ``value`` (a message's signed click-URL prefix, the same in all its links):
+    the lines around the mark repeat for every recipient of a send, so they are encoded
+    once, and only ``value`` is filled in per message. Make it with :meth:`of`. It is
+    used for a part only when the part is this very ``real`` object; ``value`` must be
+    printable ASCII without ``=`` and ``mark`` must not occur in the real text."""
+
+    text: str
+    mark: str
+    value: str
+    real: str
+
+    @classmethod
+    def of(cls, text: str, mark: str, value: str) -> Marked:
+        return cls(text, mark, value, text.replace(mark, value))
+
+    def usable_for(self, text: str) -> bool:
+        value = self.value.encode("ascii", "replace")
+        return (
+            self.real is text
+            and bool(self.mark)
+            and bool(value)
+            and not value.translate(None, _VALUE_BYTES)
+        )
+
+
+# Per mark, marked lines by their raw bytes: a ``%`` template with a hole per mark. Each
+# value is set off by soft line breaks on both sides, so the template does not depend on
+# it. Bounded like the line table.
+_QP_MARKED: dict[bytes, dict[bytes, tuple[bytes, int]]] = {}
+_QP_MARKED_MAX = 2048
+_VALUE_BYTES = bytes(byte for byte in range(33, 127) if byte != 0x3D)
+
+
+def _fill_marked(
+    lines: list[bytes], encoded: list[bytes | None], missing: list[int], mark: Marked
+) -> list[int]:
+    """Fill the marked lines among ``missing``; returns the others."""
+    needle = mark.mark.encode()
+    table = _QP_MARKED.get(needle)
+    if table is None or len(table) >= _QP_MARKED_MAX:
+        if len(_QP_MARKED) >= 16:
+            _QP_MARKED.clear()
+        table = _QP_MARKED[needle] = {}
+    known = table.get
+    fills: list[tuple[bytes, ...]] = []  # by number of holes: the value block that many times
+    left = []
+    for index in missing:
+        line = lines[index]
+        entry = known(line)
+        if entry is None:
+            if needle not in line:
+                left.append(index)
+                continue
+            entry = table[line] = _marked_template(line, needle)
+        template, holes = entry
+        if len(fills) <= holes:
+            block = _soft_broken(mark.value.encode("ascii"), last=False)
+            fills.extend((block,) * count for count in range(len(fills), holes + 1))
+        encoded[index] = template % fills[holes]
+    return left
+
+
+def _marked_template(line: bytes, needle: bytes) -> tuple[bytes, int]:
+    segments = line.split(needle)
+    pieces = []
+    for number, segment in enumerate(segments):
+        if segment:
+            last = number == len(segments) - 1
+            pieces.append(_soft_broken(_escape(segment), last=last).replace(b"%", b"%%"))
+        if number < len(segments) - 1:
+            pieces.append(b"%s")
+    return b"=\r\n".join(pieces), len(segments) - 1
 
 
 def _escape(data: bytes) -> bytes:
@@ -253,7 +347,9 @@ def _7bit_line(line: str) -> bool:
     )
 
 
-def encode_text_body(text: str, boundary: str | None) -> tuple[str, bytes]:
+def encode_text_body(
+    text: str, boundary: str | None, marked: Marked | None = None
+) -> tuple[str, bytes]:
     """Choose a transfer encoding for a text part; returns ``(encoding, body)``.
 
     Pure ASCII with short lines goes as 7bit, mostly-ASCII text as quoted-printable and
@@ -261,9 +357,21 @@ def encode_text_body(text: str, boundary: str | None) -> tuple[str, bytes]:
     base64 4 on every 3). Inside a multipart (``boundary`` given) the body decodes to
     exactly ``text``; a top-level body always ends in CRLF, which for 7bit text means
     ``text`` must end in a newline itself, or QP's soft line break stands in for it.
+    ``marked``, when given for this ``text`` (``marked.real``), is it with its recurring
+    value marked (see :class:`Marked`); the quoted-printable encoding goes through it.
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+        marked = None
+    if marked is not None and not text.isascii() and marked.usable_for(text):
+        # The value is ASCII, so the real text is as many bytes longer as characters.
+        data = marked.text.encode("utf-8")
+        size = len(data) + len(text) - len(marked.text)
+        # Every non-ASCII character is 2 to 4 UTF-8 bytes, all of them non-ASCII: at
+        # most twice the bytes it adds, so far below a sixth the text goes QP.
+        if 2 * (size - len(text)) * 6 <= size:
+            body = quoted_printable(data, marked)
+            return "quoted-printable", body if boundary is not None else _top_level(body)
     if text.isascii():
         data = text.encode("ascii")
         if (text.endswith("\n") if boundary is None else boundary not in text) and _all_7bit_lines(
@@ -272,11 +380,21 @@ def encode_text_body(text: str, boundary: str | None) -> tuple[str, bytes]:
             return "7bit", data.replace(b"\n", b"\r\n")
     else:
         data = text.encode("utf-8")
-    non_ascii = 0 if text.isascii() else len(data.translate(None, _ASCII_BYTES))
+    non_ascii = 0 if text.isascii() else 2 * (len(data) - len(text))
+    if non_ascii * 6 > len(data):
+        non_ascii = len(data.translate(None, _ASCII_BYTES))
     if non_ascii * 6 > len(data):
         body = base64_lines(data)
         return "base64", body if boundary is not None else body + b"\r\n"
     body = quoted_printable(data)
-    if boundary is None and not body.endswith(b"\r\n"):
-        body += b"=\r\n"
-    return "quoted-printable", body
+    return "quoted-printable", body if boundary is not None else _top_level(body)
+
+
+def _top_level(body: bytes) -> bytes:
+    """A quoted-printable body that ends in CRLF, with a soft line break when the text
+    does not end in a newline (a last line of 76 characters is broken first, so that
+    the "=" still fits)."""
+    if body.endswith(b"\r\n"):
+        return body
+    head, crlf, last = body.rpartition(b"\r\n")
+    return head + crlf + _soft_broken(last, last=False) + b"=\r\n"

@@ -27,6 +27,7 @@ from postroom.templates.sandbox import (
     HTML_ENVIRONMENT,
     TEXT_ENVIRONMENT,
     LimitedSandboxEnvironment,
+    mark_constant,
 )
 from postroom.templates.syntax import (
     FieldError,
@@ -194,7 +195,7 @@ def compile_content(
     else:
         html_final, html_template = inlined
     preheader_source = preheader or ""
-    return CompiledContent(
+    compiled = CompiledContent(
         content_hash=_content_hash(subject, html, text, preheader, kind, inject_preheader),
         kind=checked_kind,
         subject_source=subject,
@@ -210,6 +211,15 @@ def compile_content(
         css_inlined=inlined is not None,
         warnings=tuple(warnings),
     )
+    for template, source in (
+        (compiled.subject_template, subject),
+        (compiled.html_template, html_final),
+        (compiled.text_template, text_source),
+        (compiled.preheader_template, preheader_source),
+    ):
+        if template is not None and source is not None:
+            mark_constant(template, source)
+    return compiled
 
 
 def _content_hash(*inputs: object) -> str:

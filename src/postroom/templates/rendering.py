@@ -42,7 +42,7 @@ from postroom.templates.limits import (
     RenderLimits,
     budget_scope,
 )
-from postroom.templates.sandbox import render_limited, template_line
+from postroom.templates.sandbox import render_limited, render_limited_parts, template_line
 from postroom.templates.syntax import (
     CONTACT_FIELDS,
     CONTEXT_NAMES,
@@ -165,10 +165,17 @@ def build_context(
 
 
 def _render_field(
-    field: str, template: Template, context: Mapping[str, Any], budget: RenderBudget
+    field: str,
+    template: Template,
+    context: Mapping[str, Any],
+    budget: RenderBudget,
+    parts: list[str] | None = None,
 ) -> str:
     try:
-        return render_limited(template, context, budget)
+        if parts is None:
+            return render_limited(template, context, budget)
+        parts.extend(render_limited_parts(template, context, budget))
+        return "".join(parts)
     except Exception as error:  # any failure of user code is the template's problem
         raise _render_problem(field, error) from None
 
@@ -201,15 +208,18 @@ def render_content(
     context: Mapping[str, object],
     *,
     limits: RenderLimits = DEFAULT_LIMITS,
+    html_parts: list[str] | None = None,
 ) -> RenderedContent:
     """Render all parts for one recipient within ``limits`` (shared by all parts).
 
     Raises :class:`RenderLimitExceeded`, :class:`UnsafeTemplate` or
     :class:`TemplateRenderFailed`. Unknown variables render as empty strings.
+    ``html_parts``, an empty list, receives the HTML in the chunks the template made
+    (its own text and each value in turn); they join to the returned ``html``.
     """
     with budget_scope(limits) as budget:
         subject = _render_field("subject", compiled.subject_template, context, budget)
-        html = _render_field("html", compiled.html_template, context, budget)
+        html = _render_field("html", compiled.html_template, context, budget, html_parts)
         if compiled.text_template is not None:
             text = _render_field("text", compiled.text_template, context, budget)
         else:

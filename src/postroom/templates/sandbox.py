@@ -214,6 +214,47 @@ GENERATED_TEXT_ENVIRONMENT = LimitedSandboxEnvironment(autoescape=False, trim_bl
 # --- rendering -----------------------------------------------------------------------------
 
 
+# Per template, what every render of it needs: its globals as a plain dict (a template's
+# globals are a ChainMap, and merging one into each render's context walks it in Python),
+# and the output of a template without any tag (an empty preheader...), rendered once.
+_PREPARED_ATTRIBUTE = "_postroom_prepared"
+
+
+def _prepared(template: Template) -> tuple[dict[str, Any], str | None]:
+    prepared: tuple[dict[str, Any], str | None] | None = getattr(
+        template, _PREPARED_ATTRIBUTE, None
+    )
+    if prepared is None:
+        prepared = (dict(template.globals), None)
+        setattr(template, _PREPARED_ATTRIBUTE, prepared)
+    return prepared
+
+
+def mark_constant(template: Template, source: str) -> None:
+    """Remember the output of a template whose source has no Jinja syntax at all, so
+    rendering it costs nothing per recipient (it is still counted against the limits)."""
+    if "{" in source:  # every tag and comment starts so (line statements are off)
+        return
+    flat_globals = _prepared(template)[0]
+    output = "".join(template.root_render_func(_new_context(template, {}, flat_globals)))
+    setattr(template, _PREPARED_ATTRIBUTE, (flat_globals, output))
+
+
+def _new_context(
+    template: Template, context: Mapping[str, Any], flat_globals: dict[str, Any]
+) -> Context:
+    """``template.new_context(dict(context))`` without walking the globals' ChainMap: the
+    same parent mapping (globals overlaid with the context) and the same globals keys."""
+    environment = template.environment
+    return environment.context_class(
+        environment,
+        {**flat_globals, **context},
+        template.name,
+        template.blocks,
+        globals=flat_globals,
+    )
+
+
 def render_limited(template: Template, context: Mapping[str, Any], budget: RenderBudget) -> str:
     """Render by streaming, counting the output and watching the clock between chunks.
 
@@ -221,20 +262,41 @@ def render_limited(template: Template, context: Mapping[str, Any], budget: Rende
     function is driven directly and errors go through the same ``handle_exception``
     (which rewrites tracebacks to template lines).
     """
+    return "".join(render_limited_parts(template, context, budget))
+
+
+# The clock is read once per this many characters of output (and by every loop, call and
+# filter on its own): a chunk is template text or one value, each cheap to produce.
+_CLOCK_EVERY_CHARS = 16_384
+
+
+def render_limited_parts(
+    template: Template, context: Mapping[str, Any], budget: RenderBudget
+) -> list[str]:
+    """:func:`render_limited` without the final join: the chunks as the template made
+    them (its own text and each value in turn), for callers that work chunk by chunk."""
+    flat_globals, constant = _prepared(template)
+    if constant is not None:
+        budget.add_output(len(constant))
+        budget.check_time()
+        return [constant]
     parts: list[str] = []
     append = parts.append
     room = budget.max_chars - budget.output
     deadline = budget.deadline
     clock = time.monotonic
     size = 0
-    stream = template.root_render_func(template.new_context(dict(context)))
+    next_clock = min(_CLOCK_EVERY_CHARS, room)
+    stream = template.root_render_func(_new_context(template, context, flat_globals))
     try:
         for chunk in stream:
-            size += len(chunk)
-            if size > room or clock() > deadline:
-                budget.add_output(size)
-                budget.check_time()
             append(chunk)
+            size += len(chunk)
+            if size > next_clock:
+                next_clock = min(size + _CLOCK_EVERY_CHARS, room)
+                if size > room or clock() > deadline:
+                    budget.add_output(size)
+                    budget.check_time()
     except Exception:
         template.environment.handle_exception()
     finally:
@@ -242,7 +304,8 @@ def render_limited(template: Template, context: Mapping[str, Any], budget: Rende
         if close is not None:
             close()
     budget.add_output(size)
-    return "".join(parts)
+    budget.check_time()
+    return parts
 
 
 def template_line(error: BaseException) -> int | None:

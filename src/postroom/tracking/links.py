@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+import secrets
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -33,8 +34,19 @@ _URL_IGNORED = re.compile(r"[\t\n\r]")
 _HTML_SPACE = " \t\n\r\f"
 _TEMPLATE_LEFTOVER = re.compile(r"\{\{|\}\}|\{%|%\}|\*\||\|\*|%%|\[\[")
 _BODY_CLOSE = re.compile(r"</body(?=[\s>])", re.IGNORECASE)
+# For rewriting chunk by chunk (``LinkRewriter.rewrite_parts``): the "<" where a match
+# attempt of ``_HREF_IN_LINK_TAG`` gets past the tag name, and those that could.
+_LINK_TAG_START = re.compile(r"<(?:a|area|v:roundrect)[\s/]", re.IGNORECASE)
+_MAYBE_LINK_TAG = re.compile(r"<(?=[aAvV]|.{0,11}\Z)", re.DOTALL)
+_QUOTES = re.compile(r"[\"']")
+_CHUNK_CHARS_MAX = 1_000_000
 
 _TRACKABLE_SCHEMES = ("http://", "https://")
+
+# Stands in for a message's click prefix (``LinkRewriter.rewrite(html, CLICK_MARK)``)
+# until it is put in, so that the builder sees the same link lines for every recipient
+# of a send. Random per process and never sent, so no content can hold it; attribute-safe.
+CLICK_MARK = f"postroom-click-{secrets.token_hex(12)}:"
 
 
 @lru_cache(maxsize=8192)  # the same URLs recur in every recipient's copy
@@ -61,6 +73,13 @@ def _clean_url(raw: str) -> str:
     if "\t" in url or "\n" in url or "\r" in url:
         url = _URL_IGNORED.sub("", url)
     return url
+
+
+def attribute_safe(value: str) -> str:
+    """``value`` as it goes into a double-quoted attribute (escaped only when needed)."""
+    if _ATTRIBUTE_UNSAFE.search(value):
+        return html.escape(value, quote=True)
+    return value
 
 
 def rewrite_links(
@@ -102,7 +121,15 @@ class LinkRewriter:
     (``prefix``) is prepended.
     """
 
-    __slots__ = ("_cache", "_link_part", "_skip", "max_entries")
+    __slots__ = (
+        "_cache",
+        "_chunks",
+        "_chunks_chars",
+        "_chunks_prefix",
+        "_link_part",
+        "_skip",
+        "max_entries",
+    )
 
     def __init__(
         self,
@@ -115,6 +142,11 @@ class LinkRewriter:
         self._skip = skip
         self._cache: dict[str, str | None] = {}
         self.max_entries = max_entries
+        # Per chunk of rendered HTML (the template's own text, mostly), with
+        # ``_chunks_prefix``: see ``_chunk_links``.
+        self._chunks: dict[str, tuple[str | None, list[tuple[int, int, str | None]]]] = {}
+        self._chunks_prefix = ""
+        self._chunks_chars = 0
 
     def _entry(self, raw: str) -> str | None:
         url = _clean_url(raw)
@@ -132,8 +164,9 @@ class LinkRewriter:
     def rewrite(self, html_text: str, prefix: str) -> str:
         """``html_text`` with each trackable ``href`` set to ``prefix + link_part(url)``
         (the same result as :func:`rewrite_links` with that click URL)."""
-        if _ATTRIBUTE_UNSAFE.search(prefix):
-            prefix = html.escape(prefix, quote=True)
+        return self._rewrite(html_text, attribute_safe(prefix))
+
+    def _rewrite(self, html_text: str, prefix: str) -> str:
         cache = self._cache
         entry_for = self._entry
 
@@ -149,6 +182,130 @@ class LinkRewriter:
             return f'{match.group(1)}"{prefix}{part}"'
 
         return _HREF_IN_LINK_TAG.sub(rewrite, html_text)
+
+    def _replacement(self, match: re.Match[str], prefix: str) -> str | None:
+        """What a match of the link pattern becomes (None: it stays as it is)."""
+        double, single, bare = match.group(2, 3, 4)
+        raw = double if double is not None else single if single is not None else bare
+        try:
+            part = self._cache[raw]
+        except KeyError:
+            part = self._entry(raw)
+        return None if part is None else f'{match.group(1)}"{prefix}{part}"'
+
+    def rewrite_parts(self, parts: list[str], prefix: str) -> str:
+        """``rewrite("".join(parts), prefix)``, with the work on each chunk done once
+        per send: ``parts`` are the chunks a template rendered (its own text, the same
+        for every recipient, and each value in turn).
+
+        It runs the same scan. Every match starts at a "<"; where a chunk has one, what
+        the match attempt there finds is worked out once from the chunk alone when the
+        attempt cannot look past the chunk's end (:func:`_chunk_links`), and otherwise
+        per message on the joined text, as is any "<" in a chunk seen for the first time.
+        """
+        prefix = attribute_safe(prefix)
+        if prefix != self._chunks_prefix:
+            self._chunks.clear()
+            self._chunks_prefix = prefix
+            self._chunks_chars = 0
+        text = "".join(parts)
+        chunks = self._chunks
+        out: list[str] = []
+        copied = 0  # text[:copied] is in out
+        scanned = 0  # the scan goes on from here (the end of the last match)
+        start = 0
+        for part in parts:
+            end = start + len(part)
+            links = chunks.get(part)
+            if links is None:
+                if "<" not in part:
+                    start = end
+                    continue
+                links = self._chunk_links(part, prefix)
+                # Bounded in entries and in characters: values holding markup (never
+                # the same twice) must not pile up.
+                self._chunks_chars += len(part)
+                if len(chunks) >= self.max_entries or self._chunks_chars > _CHUNK_CHARS_MAX:
+                    chunks.clear()
+                    self._chunks_chars = len(part)
+                chunks[part] = links
+            rewritten, found = links
+            if rewritten is not None and scanned <= start:
+                if copied < start:
+                    out.append(text[copied:start])
+                out.append(rewritten)
+                copied = scanned = end
+            else:
+                for offset, match_end, replacement in found:
+                    at = start + offset
+                    if at < scanned:
+                        continue  # inside the previous match
+                    if match_end < 0:  # the attempt may run on: made on the whole text
+                        match = _HREF_IN_LINK_TAG.match(text, at)
+                        if match is None:
+                            continue
+                        replacement = self._replacement(match, prefix)
+                        match_end = match.end()
+                    else:
+                        match_end += start
+                    if replacement is not None:
+                        out.append(text[copied:at])
+                        out.append(replacement)
+                        copied = match_end
+                    scanned = match_end
+            start = end
+        if copied == 0:
+            return text
+        out.append(text[copied:])
+        return "".join(out)
+
+    def _chunk_links(
+        self, chunk: str, prefix: str
+    ) -> tuple[str | None, list[tuple[int, int, str | None]]]:
+        """The match attempts starting in ``chunk`` as ``(offset, end, replacement)``:
+        a match found within the chunk (``end`` its end, ``replacement`` None when the
+        link stays), or ``end`` -1 for an attempt that may look past the chunk's end.
+        Attempts that fail inside the chunk are left out. Also the chunk rewritten on its
+        own when every attempt stays inside it (else None).
+
+        An attempt at a "<" gets past the tag name only when a link tag name and a space
+        or "/" follow, all inside the chunk. It then reads attributes up to the href
+        value, and only looks further ahead when it takes a quote for the start of a
+        quoted value: that search stays in the chunk when another quote of that kind
+        follows in it. A match is kept when every quote inside it but the last has one
+        (a bare value must also end before the chunk does). An attempt that finds no
+        href ends at the first ">" when no quote comes before it.
+        """
+        found: list[tuple[int, int, str | None]] = []
+        contained = True
+        size = len(chunk)
+        last_double, last_single = chunk.rfind('"'), chunk.rfind("'")
+        for candidate in _MAYBE_LINK_TAG.finditer(chunk):
+            at = candidate.start()
+            if size - at < 13:  # the chunk may end inside "<v:roundrect " and so on
+                found.append((at, -1, None))
+            elif _LINK_TAG_START.match(chunk, at) is None:
+                continue  # fails at the name, inside the chunk
+            elif (match := _HREF_IN_LINK_TAG.match(chunk, at)) is not None:
+                end = match.end()
+                if (
+                    (match.group(4) is None or end < size)
+                    and not at <= last_double < end - 1
+                    and not at <= last_single < end - 1
+                ):
+                    found.append((at, end, self._replacement(match, prefix)))
+                    continue
+                # A bare value cut by the chunk's end, or a quote inside the match with
+                # no other after it in the chunk: trying it as the start of a quoted
+                # value, the attempt looked for its end past the chunk's.
+                found.append((at, -1, None))
+            else:
+                close = chunk.find(">", at)
+                if close >= 0 and _QUOTES.search(chunk, at, close) is None:
+                    continue
+                found.append((at, -1, None))
+            contained = False
+        return (self._rewrite(chunk, prefix) if contained else None), found
 
 
 def open_pixel_html(url: str) -> str:

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 
 from postroom.context import AppContext
+from postroom.security.tokens import b64
 
 ZERO = uuid.UUID(int=0)
 IDS_BYTES = 64
@@ -50,6 +51,17 @@ class DeliveryRef:
         return cls(ids[0], ids[1], ids[2], None if ids[3] == ZERO else ids[3])
 
 
+@dataclass(frozen=True, slots=True)
+class MessageUrls:
+    """The signed URLs of one delivery, made together (see :meth:`TrackingLinks.for_message`)."""
+
+    open: str
+    click_prefix: str
+    unsubscribe: str
+    manage: str
+    view: str
+
+
 class TrackingLinks:
     """Builds and reads the public URLs of one Postroom instance."""
 
@@ -63,6 +75,21 @@ class TrackingLinks:
         self._preferences = ctx.signer("preferences")
         self._view = ctx.signer("view")
         self._own_prefixes = tuple(f"{self.base}/{p}/" for p in ("u", "p", "v", "c"))
+
+    def for_message(self, ref: DeliveryRef) -> MessageUrls:
+        """All five per-delivery URLs: the same tokens as :meth:`open_url`,
+        :meth:`click_prefix`, :meth:`unsubscribe_url`, :meth:`manage_url` and
+        :meth:`view_url`, with the ids packed and encoded once for all of them."""
+        payload = ref.pack()
+        encoded = b64(payload)
+        base = self.base
+        return MessageUrls(
+            open=f"{base}/t/o/{self._open.sign_encoded(payload, encoded)}",
+            click_prefix=f"{base}/t/c/{self._click_ref.sign_encoded(payload, encoded)}.",
+            unsubscribe=f"{base}/u/{self._unsubscribe.sign_encoded(payload, encoded)}",
+            manage=f"{base}/p/{self._preferences.sign_encoded(payload, encoded)}",
+            view=f"{base}/v/{self._view.sign_encoded(payload, encoded)}",
+        )
 
     def open_url(self, ref: DeliveryRef) -> str:
         return f"{self.base}/t/o/{self._open.sign(ref.pack())}"
