@@ -35,7 +35,14 @@ from postroom.templates.compiling import compile_content
 from postroom.templates.limits import budget_scope
 from postroom.templates.rendering import RenderLimitExceeded, RenderLimits, render_content
 from postroom.templates.sandbox import render_limited, render_limited_parts
-from postroom.tracking.links import CLICK_MARK, LinkRewriter, insert_open_pixel, rewrite_links
+from postroom.tracking import links as links_module
+from postroom.tracking.links import (
+    CLICK_MARK,
+    LinkRewriter,
+    insert_open_pixel,
+    insert_open_pixel_into,
+    rewrite_links,
+)
 from postroom.tracking.tokens import DeliveryRef, TrackingLinks
 
 BASE = "https://t.example.com"
@@ -76,6 +83,9 @@ SNIPPETS = [
     "'",
     ">",
     " ",
+    "</body>",
+    "</BODY>",
+    "</Body>",
 ]
 
 
@@ -107,6 +117,13 @@ def test_rewriting_chunk_by_chunk_equals_rewriting_the_joined_html(
     for _ in range(2):  # cold, then from the per-chunk table
         assert rewriter.rewrite_parts(parts, "MARK:") == expected
         assert rewriter.rewrite(html, "MARK:") == expected
+        segments = rewriter.rewrite_segments(parts)
+        assert "MARK:".join(segments) == expected
+        if insert_open_pixel_into(segments, "https://t.example.com/t/o/x"):
+            pixelled = insert_open_pixel(expected, "https://t.example.com/t/o/x")
+            assert "MARK:".join(segments) == pixelled
+        else:
+            assert "</body" not in expected and "</BODY" not in expected
 
 
 def test_the_same_chunks_around_other_values_are_rewritten_for_each_message() -> None:
@@ -117,6 +134,19 @@ def test_the_same_chunks_around_other_values_are_rewritten_for_each_message() ->
         parts = [head, value, tail]
         expected = rewrite_links("".join(parts), lambda url: "M:" + _part(url), skip=_own)
         assert rewriter.rewrite_parts(parts, "M:") == expected
+
+
+def test_the_chunk_table_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(links_module, "_CHUNK_CHARS_MAX", 2_000)
+    rewriter = LinkRewriter(_part, max_entries=50)
+    static = '<p><a href="https://shop.example.com/a">a</a></p>'
+    for index in range(500):  # values holding markup, never the same twice
+        value = f'<b>{index}</b><a href="https://x.example.com/{index}">{"y" * 40}</a>'
+        parts = [static, value, static]
+        expected = rewrite_links("".join(parts), lambda url: "M:" + _part(url))
+        assert rewriter.rewrite_parts(parts, "M:") == expected
+        assert len(rewriter._chunks) <= 50
+        assert rewriter._chunks_chars <= 2_000 + len(value)
 
 
 def test_an_unsafe_prefix_is_escaped_once() -> None:
@@ -331,9 +361,18 @@ def _html_of(raw: bytes) -> str:
     return str(part.get_content()).replace("\r\n", "\n")
 
 
-def test_every_message_gets_its_own_data_and_links() -> None:
+@pytest.mark.parametrize(
+    "html",
+    [
+        HTML,
+        HTML.replace("</body>", "</Body>"),
+        HTML.replace("<html><body>", "").replace("</body></html>", ""),
+    ],
+    ids=["body", "mixed-case-body", "no-body"],
+)
+def test_every_message_gets_its_own_data_and_links(html: str) -> None:
     composer = Composer(cast(AppContext, _Context()))
-    send = _send()
+    send = _send(html)
     people = _people()
     now = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     # Interleaved and repeated, so that every per-send table is warm with someone else.

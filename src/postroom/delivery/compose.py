@@ -3,7 +3,10 @@ assemble the headers DESIGN.md requires (List-Unsubscribe one-click, List-Id,
 Feedback-ID, X-Postroom-Delivery, VERP return path).
 
 Content is compiled once per send and cached (``compile_content_cached``); only the
-per-recipient render and the link rewrite run per message.
+per-recipient render and the link rewrite run per message. The five signed URLs of a
+message are made together; links are rewritten chunk by chunk (``LinkRewriter``) with a
+mark where the message's click prefix goes, and the marked HTML goes to the builder with
+the real one, so the encoding of link lines is made once per send (``mime.Marked``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from postroom.templates.rendering import (
     compile_content_cached,
     render_content,
 )
-from postroom.tracking.links import CLICK_MARK, LinkRewriter, attribute_safe, insert_open_pixel
+from postroom.tracking.links import (
+    CLICK_MARK,
+    LinkRewriter,
+    attribute_safe,
+    insert_open_pixel,
+    insert_open_pixel_into,
+)
 from postroom.tracking.tokens import DeliveryRef, MessageUrls, TrackingLinks
 
 
@@ -177,10 +186,13 @@ class Composer:
         marked = None
         if send.track_clicks:
             prefix = attribute_safe(urls.click_prefix)
-            text = self.rewriter(send.id).rewrite_parts(parts, CLICK_MARK)
-            if send.track_opens:
-                text = insert_open_pixel(text, urls.open)
-            marked = Marked.of(text, CLICK_MARK, prefix)
+            segments = self.rewriter(send.id).rewrite_segments(parts)
+            if not send.track_opens or insert_open_pixel_into(segments, urls.open):
+                text = CLICK_MARK.join(segments)
+                marked = Marked(text, CLICK_MARK, prefix, prefix.join(segments))
+            else:  # no "</body" or "</BODY": the pixel goes where the plain path puts it
+                text = insert_open_pixel(CLICK_MARK.join(segments), urls.open)
+                marked = Marked.of(text, CLICK_MARK, prefix)
             return marked.real, marked
         if send.track_opens:
             html = insert_open_pixel(html, urls.open)

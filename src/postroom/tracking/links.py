@@ -3,7 +3,10 @@
 This runs once per recipient, so it uses compiled regular expressions rather than an
 HTML parser (a parser costs milliseconds on a 15 KB message; the regex pass costs tens
 of microseconds). The tag pattern understands quoted attribute values, so a ``>`` or an
-``href=`` inside another attribute's value does not confuse it.
+``href=`` inside another attribute's value does not confuse it. On the sending path the
+scan goes chunk by chunk over what the template rendered (``rewrite_segments``): the
+template's own text is the same for every recipient, so its links are found once per
+send, and only the values and the links that run into them are looked at per message.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ _BODY_CLOSE = re.compile(r"</body(?=[\s>])", re.IGNORECASE)
 _LINK_TAG_START = re.compile(r"<(?:a|area|v:roundrect)[\s/]", re.IGNORECASE)
 _MAYBE_LINK_TAG = re.compile(r"<(?=[aAvV]|.{0,11}\Z)", re.DOTALL)
 _QUOTES = re.compile(r"[\"']")
-_CHUNK_CHARS_MAX = 1_000_000
+_CHUNK_CHARS_MAX = 300_000  # per send: a large template fits, values with markup cycle out
+_ChunkLinks = tuple[list[str] | None, list[tuple[int, int, tuple[str, str] | None]]]
 
 _TRACKABLE_SCHEMES = ("http://", "https://")
 
@@ -125,7 +129,6 @@ class LinkRewriter:
         "_cache",
         "_chunks",
         "_chunks_chars",
-        "_chunks_prefix",
         "_link_part",
         "_skip",
         "max_entries",
@@ -142,10 +145,8 @@ class LinkRewriter:
         self._skip = skip
         self._cache: dict[str, str | None] = {}
         self.max_entries = max_entries
-        # Per chunk of rendered HTML (the template's own text, mostly), with
-        # ``_chunks_prefix``: see ``_chunk_links``.
-        self._chunks: dict[str, tuple[str | None, list[tuple[int, int, str | None]]]] = {}
-        self._chunks_prefix = ""
+        # Per chunk of rendered HTML (the template's own text, mostly): see _chunk_links.
+        self._chunks: dict[str, _ChunkLinks] = {}
         self._chunks_chars = 0
 
     def _entry(self, raw: str) -> str | None:
@@ -183,35 +184,37 @@ class LinkRewriter:
 
         return _HREF_IN_LINK_TAG.sub(rewrite, html_text)
 
-    def _replacement(self, match: re.Match[str], prefix: str) -> str | None:
-        """What a match of the link pattern becomes (None: it stays as it is)."""
+    def _replacement(self, match: re.Match[str]) -> tuple[str, str] | None:
+        """What a match of the link pattern becomes, as the text before and after the
+        click prefix (None: it stays as it is)."""
         double, single, bare = match.group(2, 3, 4)
         raw = double if double is not None else single if single is not None else bare
         try:
             part = self._cache[raw]
         except KeyError:
             part = self._entry(raw)
-        return None if part is None else f'{match.group(1)}"{prefix}{part}"'
+        return None if part is None else (f'{match.group(1)}"', f'{part}"')
 
     def rewrite_parts(self, parts: list[str], prefix: str) -> str:
         """``rewrite("".join(parts), prefix)``, with the work on each chunk done once
         per send: ``parts`` are the chunks a template rendered (its own text, the same
-        for every recipient, and each value in turn).
+        for every recipient, and each value in turn)."""
+        return attribute_safe(prefix).join(self.rewrite_segments(parts))
+
+    def rewrite_segments(self, parts: list[str]) -> list[str]:
+        """The rewritten text of ``"".join(parts)`` cut where each click prefix goes:
+        joined with a prefix, the segments are ``rewrite("".join(parts), prefix)``.
 
         It runs the same scan. Every match starts at a "<"; where a chunk has one, what
         the match attempt there finds is worked out once from the chunk alone when the
-        attempt cannot look past the chunk's end (:func:`_chunk_links`), and otherwise
+        attempt cannot look past the chunk's end (:meth:`_chunk_links`), and otherwise
         per message on the joined text, as is any "<" in a chunk seen for the first time.
         """
-        prefix = attribute_safe(prefix)
-        if prefix != self._chunks_prefix:
-            self._chunks.clear()
-            self._chunks_prefix = prefix
-            self._chunks_chars = 0
         text = "".join(parts)
         chunks = self._chunks
-        out: list[str] = []
-        copied = 0  # text[:copied] is in out
+        segments: list[str] = []
+        current: list[str] = []  # the segment being made
+        copied = 0  # text[:copied] is in segments and current
         scanned = 0  # the scan goes on from here (the end of the last match)
         start = 0
         for part in parts:
@@ -221,7 +224,7 @@ class LinkRewriter:
                 if "<" not in part:
                     start = end
                     continue
-                links = self._chunk_links(part, prefix)
+                links = self._chunk_links(part)
                 # Bounded in entries and in characters: values holding markup (never
                 # the same twice) must not pile up.
                 self._chunks_chars += len(part)
@@ -229,11 +232,15 @@ class LinkRewriter:
                     chunks.clear()
                     self._chunks_chars = len(part)
                 chunks[part] = links
-            rewritten, found = links
-            if rewritten is not None and scanned <= start:
+            pieces, found = links
+            if pieces is not None and scanned <= start:
                 if copied < start:
-                    out.append(text[copied:start])
-                out.append(rewritten)
+                    current.append(text[copied:start])
+                current.append(pieces[0])
+                if len(pieces) > 1:
+                    segments.append("".join(current))
+                    segments.extend(pieces[1:-1])
+                    current = [pieces[-1]]
                 copied = scanned = end
             else:
                 for offset, match_end, replacement in found:
@@ -244,29 +251,33 @@ class LinkRewriter:
                         match = _HREF_IN_LINK_TAG.match(text, at)
                         if match is None:
                             continue
-                        replacement = self._replacement(match, prefix)
+                        replacement = self._replacement(match)
                         match_end = match.end()
                     else:
                         match_end += start
                     if replacement is not None:
-                        out.append(text[copied:at])
-                        out.append(replacement)
+                        current.append(text[copied:at])
+                        current.append(replacement[0])
+                        segments.append("".join(current))
+                        current = [replacement[1]]
                         copied = match_end
                     scanned = match_end
             start = end
         if copied == 0:
-            return text
-        out.append(text[copied:])
-        return "".join(out)
+            return [text]
+        current.append(text[copied:])
+        segments.append("".join(current))
+        return segments
 
     def _chunk_links(
-        self, chunk: str, prefix: str
-    ) -> tuple[str | None, list[tuple[int, int, str | None]]]:
+        self, chunk: str
+    ) -> tuple[list[str] | None, list[tuple[int, int, tuple[str, str] | None]]]:
         """The match attempts starting in ``chunk`` as ``(offset, end, replacement)``:
         a match found within the chunk (``end`` its end, ``replacement`` None when the
         link stays), or ``end`` -1 for an attempt that may look past the chunk's end.
-        Attempts that fail inside the chunk are left out. Also the chunk rewritten on its
-        own when every attempt stays inside it (else None).
+        Attempts that fail inside the chunk are left out. Also, when every attempt stays
+        inside the chunk, the chunk rewritten on its own, cut where click prefixes go
+        (else None).
 
         An attempt at a "<" gets past the tag name only when a link tag name and a space
         or "/" follow, all inside the chunk. It then reads attributes up to the href
@@ -276,7 +287,7 @@ class LinkRewriter:
         (a bare value must also end before the chunk does). An attempt that finds no
         href ends at the first ">" when no quote comes before it.
         """
-        found: list[tuple[int, int, str | None]] = []
+        found: list[tuple[int, int, tuple[str, str] | None]] = []
         contained = True
         size = len(chunk)
         last_double, last_single = chunk.rfind('"'), chunk.rfind("'")
@@ -293,7 +304,7 @@ class LinkRewriter:
                     and not at <= last_double < end - 1
                     and not at <= last_single < end - 1
                 ):
-                    found.append((at, end, self._replacement(match, prefix)))
+                    found.append((at, end, self._replacement(match)))
                     continue
                 # A bare value cut by the chunk's end, or a quote inside the match with
                 # no other after it in the chunk: trying it as the start of a quoted
@@ -305,7 +316,24 @@ class LinkRewriter:
                     continue
                 found.append((at, -1, None))
             contained = False
-        return (self._rewrite(chunk, prefix) if contained else None), found
+        if not contained:
+            return None, found
+        pieces: list[str] = []
+        current: list[str] = []
+        position = scanned = 0
+        for at, end, replacement in found:
+            if at < scanned:
+                continue  # inside the previous match
+            if replacement is not None:
+                current.append(chunk[position:at])
+                current.append(replacement[0])
+                pieces.append("".join(current))
+                current = [replacement[1]]
+                position = end
+            scanned = end
+        current.append(chunk[position:])
+        pieces.append("".join(current))
+        return pieces, found
 
 
 def open_pixel_html(url: str) -> str:
@@ -314,6 +342,20 @@ def open_pixel_html(url: str) -> str:
         f'<img src="{html.escape(url, quote=True)}" width="1" height="1" alt="" '
         'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" />'
     )
+
+
+def insert_open_pixel_into(segments: list[str], pixel_url: str) -> bool:
+    """:func:`insert_open_pixel` on the text the segments make when joined with strings
+    holding no "<" (``LinkRewriter.rewrite_segments``): no ``</body`` can then span two
+    segments, so the last one is in the last segment holding one. ``False`` (nothing
+    done) when there is none spelt ``</body`` or ``</BODY``."""
+    for index in range(len(segments) - 1, -1, -1):
+        segment = segments[index]
+        at = max(segment.rfind("</body"), segment.rfind("</BODY"))
+        if at >= 0:
+            segments[index] = segment[:at] + open_pixel_html(pixel_url) + segment[at:]
+            return True
+    return False
 
 
 def insert_open_pixel(html_text: str, pixel_url: str) -> str:
