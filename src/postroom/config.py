@@ -49,7 +49,10 @@ class Settings(BaseSettings):
 
     # Background work.
     worker_concurrency: int = Field(4, ge=1, le=256)
-    worker_claim_batch: int = Field(50, ge=1, le=5000)
+    # Per-batch work (claim, load, outcome write, commit) is shared by the batch: 200 sends
+    # ~40 % faster than 50 (bench/send_campaign.py). The price: after a kill -9, up to
+    # concurrency x batch messages that went out but were not yet recorded go out again.
+    worker_claim_batch: int = Field(200, ge=1, le=5000)
     worker_lease_seconds: int = Field(60, ge=5)
     worker_poll_seconds: float = Field(0.5, gt=0)
     job_lease_seconds: int = Field(120, ge=5)

@@ -275,7 +275,12 @@ class ContactImporter:
                 if target is not None and ids:
                     status = "unconfirmed" if target.double_opt_in else "subscribed"
                     changed = await SubscriptionRepository(session, self.workspace_id).subscribe(
-                        target.id, ids, status=status, now=now, source="import"
+                        target.id,
+                        ids,
+                        status=status,
+                        now=now,
+                        source="import",
+                        created=_created_ids(rows, others),
                     )
                     if target.double_opt_in and changed:
                         # Confirmation mails commit with the batch that subscribed them.
@@ -301,6 +306,12 @@ class ContactImporter:
                 )
         if self.progress is not None:
             await self.progress(summary)
+
+
+def _created_ids(rows: PreparedRows, others: dict[int, RowOutcome]) -> set[uuid.UUID]:
+    """The contacts the batch's INSERT created (every row not handed back as another
+    outcome): none of them can have a subscription yet."""
+    return {uuid.UUID(hex_id) for index, hex_id in enumerate(rows.ids) if index not in others}
 
 
 def _contact_ids(rows: PreparedRows, others: dict[int, RowOutcome]) -> list[uuid.UUID]:

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    Select,
+    String,
+    Uuid,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.ids import uuid7
+from postroom.models.base import UTCDateTime
 from postroom.models.contacts import Contact, ContactList, Subscription, Suppression
+
+
+def id_rows(session: AsyncSession, ids: Sequence[uuid.UUID]) -> Any:
+    """A one-column (``contact_id``) table of ``ids`` bound as one parameter: a PostgreSQL
+    array through ``unnest``, a JSON array of SQLite's stored form (32 hex digits) through
+    ``json_each``. The statement is the same whatever the count, so it compiles once."""
+    name = session.bind.dialect.name if session.bind else "sqlite"
+    if name == "postgresql":
+        array = bindparam("id_rows", list(ids), type_=ARRAY(Uuid()))
+        return func.unnest(array).table_valued("contact_id").render_derived()
+    hexes = bindparam("id_rows", json.dumps([i.hex for i in ids]), type_=String())
+    each = func.json_each(hexes).table_valued("value")
+    return select(each.c.value.label("contact_id")).subquery()
 
 
 def dialect_insert(session: AsyncSession) -> Any:
@@ -88,20 +118,24 @@ class SubscriptionRepository:
         status: str,
         now: datetime,
         source: str | None,
+        created: Collection[uuid.UUID] = (),
     ) -> list[uuid.UUID]:
         """(Re)subscribe; returns the contacts whose subscription changed. One statement
-        for the existing rows, one for the new ones."""
+        for the existing rows, one for the new ones. ``created``: contacts the caller has
+        just created, which cannot have a subscription yet (the UPDATE skips them)."""
         if not contact_ids:
             return []
         ids = list(contact_ids)
+        existing = [i for i in ids if i not in created] if created else ids
         # A confirmed subscriber is never demoted to unconfirmed.
         not_from = ["subscribed", "unconfirmed"] if status == "unconfirmed" else [status]
-        changed_existing = (
-            await self.session.execute(
+        changed: set[uuid.UUID] = set()
+        if existing:
+            result = await self.session.execute(
                 update(Subscription)
                 .where(
                     Subscription.list_id == list_id,
-                    Subscription.contact_id.in_(ids),
+                    Subscription.contact_id.in_(existing),
                     Subscription.status.not_in(not_from),
                 )
                 .values(
@@ -114,24 +148,35 @@ class SubscriptionRepository:
                 .returning(Subscription.contact_id)
                 .execution_options(synchronize_session=False)
             )
-        ).scalars()
-        changed = set(changed_existing)
+            changed.update(result.scalars())
+        at = bindparam("subscribe_now", now, type_=UTCDateTime())
+        new_ids = id_rows(self.session, ids)
         statement = (
+            # One INSERT … SELECT over an array of ids: a multi-row VALUES of 2,000 rows is
+            # 16,000 bound parameters that SQLAlchemy compiles afresh each time (measured:
+            # an import into a list ran at 2,700 rows/s instead of 50,000).
             dialect_insert(self.session)(Subscription)
-            .values(
+            .from_select(
                 [
-                    {
-                        "list_id": list_id,
-                        "contact_id": contact_id,
-                        "workspace_id": self.workspace_id,
-                        "status": status,
-                        "source": source,
-                        "created_at": now,
-                        "updated_at": now,
-                        "subscribed_at": now if status == "subscribed" else None,
-                    }
-                    for contact_id in ids
-                ]
+                    "list_id",
+                    "contact_id",
+                    "workspace_id",
+                    "status",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                    "subscribed_at",
+                ],
+                select(
+                    literal(list_id, Uuid()),
+                    new_ids.c.contact_id,
+                    literal(self.workspace_id, Uuid()),
+                    literal(status, String()),
+                    literal(source, String()),
+                    at,
+                    at,
+                    at if status == "subscribed" else null(),
+                ).where(true()),  # SQLite reads "FROM t ON CONFLICT" as a join without it
             )
             .on_conflict_do_nothing()
             .returning(Subscription.contact_id)
