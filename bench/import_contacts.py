@@ -45,15 +45,30 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
     return bad
 
 
-async def run_import(kind: str, csv_path: Path) -> dict[str, float]:
+async def run_import(kind: str, csv_path: Path, into_list: bool = False) -> dict[str, float]:
     from postroom.contacts.importer import ContactImporter
+    from postroom.ids import uuid7
+    from postroom.models.contacts import ContactList
 
     async with bench_database(kind) as url:
         ctx = await bench_context(url, csv_path.parent)
         workspace_id = await new_workspace(ctx)
+        list_id = None
+        if into_list:
+            now = ctx.clock.now()
+            async with ctx.db.transaction() as session:
+                target = ContactList(
+                    id=uuid7(),
+                    workspace_id=workspace_id,
+                    name="bench",
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(target)
+            list_id = target.id
         started = time.perf_counter()
         with csv_path.open("rb") as handle:
-            summary = await ContactImporter(ctx, workspace_id).run(handle)
+            summary = await ContactImporter(ctx, workspace_id, list_id=list_id).run(handle)
         elapsed = time.perf_counter() - started
         await ctx.db.dispose()
     return {
@@ -138,8 +153,11 @@ async def run_baseline(kind: str, csv_path: Path) -> dict[str, float]:
 
 
 def child(mode: str, kind: str, csv_path: str) -> None:
-    work = run_import if mode == "import" else run_baseline
-    print(json.dumps(asyncio.run(work(kind, Path(csv_path)))))
+    if mode == "baseline":
+        result = asyncio.run(run_baseline(kind, Path(csv_path)))
+    else:
+        result = asyncio.run(run_import(kind, Path(csv_path), into_list=mode == "import-list"))
+    print(json.dumps(result))
 
 
 def measure(mode: str, kind: str, csv_path: Path) -> dict[str, float]:
@@ -159,6 +177,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 rows (under a minute)")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument(
+        "--list", action="store_true", help="import into a list (subscriptions written too)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -173,7 +194,7 @@ def main() -> None:
         print(f"generated {rows:,} rows ({bad:,} bad, {csv_path.stat().st_size / 1e6:.0f} MB)")
         headline = None
         for kind in kinds:
-            ours = measure("import", kind, csv_path)
+            ours = measure("import-list" if args.list else "import", kind, csv_path)
             ours["reader_rss_mb"] = reader_peak_mb(kind, csv_path)
             base = measure("baseline", kind, csv_path)
             assert ours["failed"] == bad, (
@@ -182,8 +203,9 @@ def main() -> None:
             assert ours["created"] == rows - bad
             rate = rows / ours["seconds"]
             base_rate = base["processed"] / base["seconds"]
+            into = " into a list" if args.list else ""
             print(
-                f"{kind:10} import: {rate:10,.0f} rows/s  peak RSS {ours['rss_mb']:6.0f} MB "
+                f"{kind:10} import{into}: {rate:10,.0f} rows/s  peak RSS {ours['rss_mb']:6.0f} MB "
                 f"(+ reader process {ours['reader_rss_mb']:.0f} MB)  "
                 f"bad rows reported {ours['failed']:,} (expected {bad:,})"
             )
