@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postroom.models.delivery import CLAIMABLE, Delivery, Send
@@ -30,6 +30,32 @@ class Claimed:
 
 
 _DELIVERIES = cast(Table, Delivery.__table__)
+
+# For the rest of the transaction only (PostgreSQL; set_config(..., true) is SET LOCAL).
+_PIN_CLAIM_PLAN = text(
+    "SELECT set_config('enable_seqscan', 'off', true),"
+    " set_config('enable_bitmapscan', 'off', true),"
+    " set_config('enable_sort', 'off', true)"
+)
+_PIN_BATCH_JOIN_PLAN = text(
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_nestloop', 'off', true)"
+)
+
+
+async def pin_claim_plan(session: AsyncSession) -> None:
+    """The claim has one right plan whatever the statistics say: walk ix_deliveries_claim
+    in order and stop after the batch. Left to statistics gathered when the table was
+    small (a campaign's first fan-out), PostgreSQL chose a bitmap scan and a sort of every
+    claimable row per claim (~95 ms at 100,000 queued instead of ~1 ms)."""
+    await session.execute(_PIN_CLAIM_PLAN)
+
+
+async def pin_batch_join_plan(session: AsyncSession) -> None:
+    """The outcome write joins a batch of ids (``unnest``) to ``deliveries``. With stale
+    statistics PostgreSQL chose a nested loop that rescanned the unnested arrays for each
+    leased row (200 x 800 comparisons, ~110 ms a batch); a hash join over the batch, with
+    the deliveries found through an index, is right at any size."""
+    await session.execute(_PIN_BATCH_JOIN_PLAN)
 
 
 async def claim(
@@ -62,6 +88,7 @@ async def claim(
     )
     if dialect == "postgresql":
         due = due.with_for_update(skip_locked=True, of=Delivery)
+        await pin_claim_plan(session)
     result = await session.execute(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()), Delivery.status.in_(CLAIMABLE))

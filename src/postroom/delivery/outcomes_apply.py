@@ -285,7 +285,8 @@ _FINISH_POSTGRESQL = text(
         CAST(:sent_ats AS timestamptz[]), CAST(:updated_ats AS timestamptz[])
     ) AS v(id, status, attempts, next_attempt_at, smtp_response, message_id, relay,
            sent_at, updated_at)
-    WHERE d.id = v.id AND d.status = 'sending' AND d.lease_owner = :owner
+    WHERE d.id = v.id AND d.id = ANY(CAST(:ids AS uuid[]))
+      AND d.status = 'sending' AND d.lease_owner = :owner
     RETURNING d.id
     """
 )
@@ -296,6 +297,7 @@ async def _finish_postgresql(
 ) -> set[uuid.UUID]:
     if not rows:
         return set()
+    await ledger.pin_batch_join_plan(session)
     result = await session.execute(
         _FINISH_POSTGRESQL,
         {
