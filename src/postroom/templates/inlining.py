@@ -221,7 +221,9 @@ def restore(text: str, shielded: Shielded) -> str:
             return match.group()
         original = shielded.originals[index]
         spot = shielded.spots[index]
-        if comment and tail == "-->":
+        if comment and tail == "-->" and spot is Spot.CONTENT:
+            # The comment is the placeholder's own wrapping; a tag the author wrote inside
+            # a comment (spot COMMENT) keeps the comment around it.
             return lead + original + trail
         comment = comment or ""
         if spot is Spot.QUOTED:  # drop the padding, keep what the parser left around it
